@@ -1,0 +1,28 @@
+//! TaskNest's schema, one migration per file (`DeriveMigrationName` names each after its file).
+//!
+//! The schema is the same on SQLite and PostgreSQL: ids of projects and tasks are UUIDs,
+//! user ids are the JWT `sub`, times are UTC timestamps, enums are stored as short strings.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_users;
+mod m20261127_000002_create_projects;
+mod m20261127_000003_create_project_members;
+mod m20261127_000004_create_tasks;
+mod m20261127_000005_create_events;
+
+/// Applies TaskNest's migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261127_000001_create_users::Migration),
+            Box::new(m20261127_000002_create_projects::Migration),
+            Box::new(m20261127_000003_create_project_members::Migration),
+            Box::new(m20261127_000004_create_tasks::Migration),
+            Box::new(m20261127_000005_create_events::Migration),
+        ]
+    }
+}

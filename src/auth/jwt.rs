@@ -1,0 +1,193 @@
+//! HS256 tokens: minting for `tasknest token` and the dev banner, checking for requests.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use super::Viewer;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds (the crate's default is 60).
+const LEEWAY_SECS: u64 = 5;
+
+/// The claims TaskNest reads. Other claims are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// Display name; defaults to `sub` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Avatar URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    /// Expiry, Unix seconds (required).
+    pub exp: i64,
+    /// Not before, Unix seconds (checked when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Issued at, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+}
+
+/// Why a token was refused. The messages are safe to send to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token's signature or algorithm is not accepted")]
+    BadSignature,
+    #[error("the token is malformed or lacks required claims")]
+    Malformed,
+}
+
+impl TokenError {
+    /// The message as a static string, for error values that outlive the request.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Expired => "the token has expired",
+            Self::NotYetValid => "the token is not valid yet",
+            Self::BadSignature => "the token's signature or algorithm is not accepted",
+            Self::Malformed => "the token is malformed or lacks required claims",
+        }
+    }
+}
+
+/// Keys and validation rules for one HS256 secret.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl JwtKeys {
+    /// Keys for `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        // Pinned to HS256: `none`, RS256 or HS512 tokens fail with InvalidAlgorithm.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Signs a token for a user valid for `ttl`.
+    pub fn mint(
+        &self,
+        sub: &str,
+        name: &str,
+        avatar: Option<&str>,
+        ttl: Duration,
+    ) -> anyhow::Result<String> {
+        let now = unix_now();
+        let claims = Claims {
+            sub: sub.to_owned(),
+            name: Some(name.to_owned()),
+            avatar: avatar.map(str::to_owned),
+            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            nbf: None,
+            iat: Some(now),
+        };
+        self.sign(&claims)
+    }
+
+    /// Signs arbitrary claims (tests use this for expired or not-yet-valid tokens).
+    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Checks a token and returns the viewer it names.
+    pub fn verify(&self, token: &str) -> Result<Viewer, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|err| match err.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::InvalidKeyFormat => TokenError::BadSignature,
+                _ => TokenError::Malformed,
+            })?;
+        let claims = data.claims;
+        let sub = claims.sub.trim();
+        if sub.is_empty() || sub.chars().count() > 255 || sub.chars().any(char::is_control) {
+            return Err(TokenError::Malformed);
+        }
+        let name = claims
+            .name
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| sub.to_owned());
+        Ok(Viewer {
+            user_id: sub.to_owned(),
+            name: name.chars().take(255).collect(),
+            avatar_url: claims.avatar.filter(|a| !a.is_empty() && a.len() <= 2048),
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_minted_token_verifies() {
+        let keys = JwtKeys::new(SECRET);
+        let token = keys
+            .mint("alice", "Alice", None, Duration::from_secs(60))
+            .unwrap();
+        let viewer = keys.verify(&token).unwrap();
+        assert_eq!(viewer.user_id, "alice");
+        assert_eq!(viewer.name, "Alice");
+    }
+
+    #[test]
+    fn a_token_past_the_leeway_is_expired() {
+        let keys = JwtKeys::new(SECRET);
+        let claims = Claims {
+            sub: "a".into(),
+            name: None,
+            avatar: None,
+            exp: unix_now() - 10,
+            nbf: None,
+            iat: None,
+        };
+        assert_eq!(
+            keys.verify(&keys.sign(&claims).unwrap()),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn a_token_from_another_secret_is_refused() {
+        let other = JwtKeys::new(b"another-secret-another-secret-xx");
+        let token = other.mint("a", "A", None, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            JwtKeys::new(SECRET).verify(&token),
+            Err(TokenError::BadSignature)
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Typed configuration: every setting is an environment variable and a command-line flag,
+//! parsed and validated once at start. A bad value stops the start with one line naming it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// `tasknest [FLAGS] [COMMAND]`: with no command it serves.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tasknest",
+    version,
+    about = "Real-time GraphQL API for team task boards"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary should do.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Migrate the database and serve the API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print a signed JWT for a user, for development and integrations.
+    Token {
+        /// The user id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// The display name (`name` claim).
+        #[arg(long)]
+        name: String,
+        /// Avatar URL (`avatar` claim).
+        #[arg(long)]
+        avatar: Option<String>,
+        /// How long the token is valid, e.g. `30m`, `24h`, `7d`.
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+    /// Print the GraphQL schema (SDL) generated from the code.
+    Schema,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Settings shared by every command.
+#[derive(Debug, Clone, Parser)]
+pub struct Config {
+    /// Database: `sqlite://path.db` or `postgres://user@host/db`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://tasknest.db", value_parser = parse_database_url)]
+    pub database_url: String,
+
+    /// Maximum connections in the PostgreSQL pool (SQLite always uses one).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+
+    /// Redis for cross-instance events, e.g. `redis://127.0.0.1:6379`. Unset: in-process only.
+    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+
+    /// HS256 secret for JWTs (at least 32 bytes). Unset: a random one per start (one dev
+    /// instance only; several instances must share a configured secret).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
+    pub jwt_secret: Option<String>,
+
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long = "addr", env = "TASKNEST_ADDR", default_value = "127.0.0.1:8000", value_parser = parse_addr)]
+    pub addr: SocketAddr,
+
+    /// Log format: `human` or `json`.
+    #[arg(long, env = "TASKNEST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Whether `database_url` points at PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        is_postgres_url(&self.database_url)
+    }
+
+    /// A config for tests and embedding: the given database, a fixed secret, port 0.
+    pub fn for_tests(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            database_max_connections: 20,
+            redis_url: None,
+            jwt_secret: Some(jwt_secret.into()),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn parse_database_url(value: &str) -> Result<String, String> {
+    if is_postgres_url(value) {
+        url::Url::parse(value)
+            .map_err(|e| format!("DATABASE_URL is not a valid postgres:// URL ({e})"))?;
+        Ok(value.to_owned())
+    } else if value.starts_with("sqlite:") {
+        Ok(value.to_owned())
+    } else {
+        Err("DATABASE_URL must start with sqlite:// or postgres://".to_owned())
+    }
+}
+
+fn parse_redis_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("REDIS_URL is not a valid URL ({e})"))?;
+    match url.scheme() {
+        "redis" | "rediss" => Ok(value.to_owned()),
+        other => Err(format!(
+            "REDIS_URL must start with redis:// or rediss://, not {other}://"
+        )),
+    }
+}
+
+fn parse_jwt_secret(value: &str) -> Result<String, String> {
+    if value.len() < 32 {
+        return Err("JWT_SECRET must be at least 32 bytes long".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| "TASKNEST_ADDR must be IP:PORT, for example 127.0.0.1:8000".to_owned())
+}
+
+fn parse_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(value)
+        .map_err(|e| format!("--ttl must be a duration like 30m, 24h or 7d ({e})"))?;
+    if ttl.is_zero() {
+        return Err("--ttl must be longer than zero".to_owned());
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_address_names_its_variable() {
+        let err = Cli::try_parse_from(["tasknest", "--addr", "nope"]).unwrap_err();
+        assert!(err.to_string().contains("TASKNEST_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn a_mysql_url_is_refused() {
+        let err = Cli::try_parse_from(["tasknest", "--database-url", "mysql://x"]).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let err = Cli::try_parse_from(["tasknest", "--jwt-secret", "short"]).unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn defaults_serve_sqlite_on_port_8000() {
+        let cli = Cli::try_parse_from(["tasknest"]).unwrap();
+        assert_eq!(cli.config.addr.port(), 8000);
+        assert!(!cli.config.is_postgres());
+    }
+}

@@ -1,0 +1,8 @@
+//! SeaORM entities, one per table, mirroring `migration/`. Behaviour lives in the domain
+//! slices; these files only describe rows.
+
+pub mod events;
+pub mod project_members;
+pub mod projects;
+pub mod tasks;
+pub mod users;

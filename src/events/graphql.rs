@@ -1,0 +1,134 @@
+//! GraphQL for the log: `ProjectEvent`, `EventPage` and the `events` catch-up query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Json, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::payload::{EventPayload, UserSnapshot};
+use super::service;
+use crate::auth;
+use crate::entities::events::{self, EventKind};
+use crate::graphql::app_state;
+use crate::ids::parse_uuid;
+use crate::tasks::graphql::Task;
+use crate::users::{User, resolve_user};
+
+/// One change in a project, numbered 1, 2, 3, … per project without gaps.
+#[derive(Clone)]
+pub struct ProjectEvent {
+    event: Arc<events::Model>,
+    payload: Arc<EventPayload>,
+    users: Arc<HashMap<String, UserSnapshot>>,
+}
+
+impl ProjectEvent {
+    /// Wraps a log row, decoding its payload once.
+    pub fn new(event: events::Model) -> Self {
+        let payload: EventPayload = serde_json::from_value(event.payload.clone()).unwrap_or_else(|e| {
+            tracing::error!(seq = event.seq, project = %event.project_id, error = %e, "undecodable event payload");
+            EventPayload::default()
+        });
+        let users = Arc::new(payload.user_map());
+        Self {
+            event: Arc::new(event),
+            payload: Arc::new(payload),
+            users,
+        }
+    }
+}
+
+#[Object]
+impl ProjectEvent {
+    /// Position in the project's log: 1, 2, 3, … with no gaps and no repeats.
+    async fn seq(&self) -> i64 {
+        self.event.seq
+    }
+
+    /// The project the event belongs to.
+    async fn project_id(&self) -> ID {
+        self.event.project_id.into()
+    }
+
+    /// What happened.
+    async fn kind(&self) -> EventKind {
+        self.event.kind
+    }
+
+    /// When it was committed.
+    async fn at(&self) -> DateTime<Utc> {
+        self.event.created_at
+    }
+
+    /// Who did it.
+    async fn actor(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(resolve_user(ctx, &self.event.actor_id, Some(&self.users)).await?)
+    }
+
+    /// The task concerned, for task events.
+    async fn task_id(&self) -> Option<ID> {
+        self.event.task_id.map(Into::into)
+    }
+
+    /// The task as it is after this event; null for TASK_DELETED and non-task events.
+    async fn task(&self) -> Option<Task> {
+        if self.event.kind == EventKind::TaskDeleted {
+            return None;
+        }
+        self.payload
+            .task
+            .clone()
+            .map(|t| Task::with_users(t, self.users.clone()))
+    }
+
+    /// The fields that changed, `{"field": newValue}` by GraphQL input name: the task's
+    /// fields for TASK_UPDATED, `name`/`description` for PROJECT_UPDATED, `userId`/`role`
+    /// for member events.
+    async fn changes(&self) -> Option<Json<Value>> {
+        self.payload.changes.clone().map(|c| Json(Value::Object(c)))
+    }
+
+    /// Echoed from the mutation input that caused the event.
+    async fn client_mutation_id(&self) -> Option<&str> {
+        self.event.client_mutation_id.as_deref()
+    }
+}
+
+/// A page of a project's log.
+#[derive(SimpleObject)]
+pub struct EventPage {
+    /// Events in ascending seq.
+    events: Vec<ProjectEvent>,
+    /// The project's newest seq (the same as `Project.lastSeq`).
+    last_seq: i64,
+    /// Whether events after this page exist: ask again with `after` = the last seq here.
+    has_more: bool,
+}
+
+/// Queries of the event log.
+#[derive(Default)]
+pub struct EventQuery;
+
+#[Object]
+impl EventQuery {
+    /// Committed events with seq > `after`, ascending, at most `limit` (capped at 1,000):
+    /// how a client catches up after being away.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        #[graphql(default = 0, desc = "Return events after this seq.")] after: i64,
+        #[graphql(default = 100, desc = "Page size, 1–1,000.")] limit: i32,
+    ) -> Result<EventPage> {
+        let viewer = auth::viewer(ctx)?;
+        let project_id = parse_uuid("projectId", &project_id)?;
+        let range = service::list(app_state(ctx)?, viewer, project_id, after, limit).await?;
+        Ok(EventPage {
+            events: range.events.into_iter().map(ProjectEvent::new).collect(),
+            last_seq: range.last_seq,
+            has_more: range.has_more,
+        })
+    }
+}

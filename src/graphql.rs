@@ -1,0 +1,53 @@
+//! The schema: each slice's queries and mutations merged into one, plus what every
+//! resolver may take from the context.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+
+use crate::error::AppError;
+use crate::events::graphql::EventQuery;
+use crate::projects::graphql::{ProjectMutation, ProjectQuery};
+use crate::projects::loader::MembersLoader;
+use crate::state::AppState;
+use crate::tasks::graphql::{TaskMutation, TaskQuery};
+use crate::users::UserLoader;
+use crate::users::graphql::UserQuery;
+
+/// Every query of the API.
+#[derive(MergedObject, Default)]
+pub struct Query(UserQuery, ProjectQuery, TaskQuery, EventQuery);
+
+/// Every mutation of the API.
+#[derive(MergedObject, Default)]
+pub struct Mutation(ProjectMutation, TaskMutation);
+
+/// The TaskNest schema type.
+pub type TaskNestSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Builds the schema on `state`.
+pub fn build_schema(state: AppState) -> TaskNestSchema {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .data(DataLoader::new(
+            UserLoader::new(state.db.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            MembersLoader::new(state.db.clone()),
+            tokio::spawn,
+        ))
+        .data(state)
+        .finish()
+}
+
+/// The schema without any state, for printing the SDL.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// The application state from a resolver's context.
+pub fn app_state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, AppError> {
+    ctx.data::<AppState>()
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("AppState missing from the schema")))
+}

@@ -1,0 +1,32 @@
+//! The HTTP surface: routes, the GraphQL endpoint, GraphiQL and health checks.
+
+mod graphql;
+mod health;
+
+use axum::Router;
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::graphql::TaskNestSchema;
+use crate::state::AppState;
+
+/// Router state: the app state and the schema built on it.
+#[derive(Clone)]
+pub struct HttpState {
+    pub app: AppState,
+    pub schema: TaskNestSchema,
+}
+
+/// All routes of the service.
+pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
+    Router::new()
+        .route("/", get(graphql::graphiql))
+        .route("/graphql", get(graphql::handle).post(graphql::handle))
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
+        .layer(TraceLayer::new_for_http())
+        // A panic becomes a 500 with no details instead of a dropped connection.
+        .layer(CatchPanicLayer::new())
+        .with_state(HttpState { app, schema })
+}

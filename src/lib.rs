@@ -1,0 +1,120 @@
+//! TaskNest: a real-time GraphQL API for team task boards.
+//!
+//! [`Application::build`] wires everything from a [`Config`]; `main` and the integration
+//! tests both start the service through it, so tests run exactly what the binary serves.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod entities;
+pub mod error;
+pub mod events;
+pub mod graphql;
+pub mod http;
+pub mod ids;
+pub mod projects;
+pub mod state;
+pub mod tasks;
+pub mod telemetry;
+pub mod users;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use state::AppState;
+
+use crate::auth::{JwtKeys, UserDirectory};
+use crate::state::DbStats;
+
+/// A migrated database, a bound listener and the router, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Migrates the database, connects, and binds `config.addr` (port 0 picks a free port).
+    /// `jwt_secret` must already be set (see [`Config::jwt_secret`]).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let secret = config
+            .jwt_secret
+            .clone()
+            .context("JWT_SECRET must be resolved before the application is built")?;
+        db::migrate(&config).await?;
+        let db_stats = Arc::new(DbStats::default());
+        let db = db::connect(
+            &config,
+            config.database_max_connections,
+            Some(db_stats.clone()),
+        )
+        .await?;
+        let state = AppState {
+            config: Arc::new(config.clone()),
+            db,
+            keys: Arc::new(JwtKeys::new(secret.as_bytes())),
+            users: Arc::new(UserDirectory::default()),
+            db_stats,
+        };
+        let schema = graphql::build_schema(state.clone());
+        let router = http::router(state.clone(), schema);
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (TASKNEST_ADDR)", config.addr))?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The shared state (tests read counters from it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,43 @@
+//! The one application state, built once at start and shared by the router and the schema.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sea_orm::DatabaseConnection;
+
+use crate::auth::{JwtKeys, UserDirectory};
+use crate::config::Config;
+
+/// Everything a request may need. Cheap to clone: every field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated settings.
+    pub config: Arc<Config>,
+    /// The connection pool (SQLite: one connection; PostgreSQL: a pool).
+    pub db: DatabaseConnection,
+    /// JWT signing and verification keys.
+    pub keys: Arc<JwtKeys>,
+    /// Creates and refreshes user rows from token claims, with a cache to skip no-op writes.
+    pub users: Arc<UserDirectory>,
+    /// Counters about database use (statements run), for metrics and for tests that pin
+    /// the number of statements a query costs.
+    pub db_stats: Arc<DbStats>,
+}
+
+/// Counters fed by the database connection's metric callback.
+#[derive(Debug, Default)]
+pub struct DbStats {
+    statements: AtomicU64,
+}
+
+impl DbStats {
+    /// Called once per SQL statement.
+    pub fn record_statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Statements run since start.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}

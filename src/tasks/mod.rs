@@ -1,0 +1,7 @@
+//! Tasks: the cards on a board, their patches, and the three-way merge of stale edits.
+
+pub mod cursor;
+pub mod graphql;
+pub mod merge;
+pub mod patch;
+pub mod service;
