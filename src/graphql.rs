@@ -1,9 +1,10 @@
 //! The schema: each slice's queries and mutations merged into one, plus what every
 //! resolver may take from the context.
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 
+use crate::auth::Authentication;
 use crate::error::AppError;
 use crate::events::graphql::EventQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
@@ -27,16 +28,29 @@ pub type TaskNestSchema = Schema<Query, Mutation, EmptySubscription>;
 /// Builds the schema on `state`.
 pub fn build_schema(state: AppState) -> TaskNestSchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .data(DataLoader::new(
-            UserLoader::new(state.db.clone()),
-            tokio::spawn,
-        ))
-        .data(DataLoader::new(
-            MembersLoader::new(state.db.clone()),
-            tokio::spawn,
-        ))
         .data(state)
         .finish()
+}
+
+/// Adds what each request needs of its own: the viewer and fresh loaders. Loaders are per
+/// request so that their caches never serve one request's reads to another.
+pub fn prepare_request(
+    request: async_graphql::Request,
+    state: &AppState,
+    authentication: Authentication,
+) -> async_graphql::Request {
+    request
+        .data(authentication)
+        .data(DataLoader::with_cache(
+            UserLoader::new(state.db.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        ))
+        .data(DataLoader::with_cache(
+            MembersLoader::new(state.db.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        ))
 }
 
 /// The schema without any state, for printing the SDL.

@@ -40,6 +40,7 @@ impl ProjectEvent {
     }
 }
 
+/// One change in a project, numbered 1, 2, 3, … per project without gaps.
 #[Object]
 impl ProjectEvent {
     /// Position in the project's log: 1, 2, 3, … with no gaps and no repeats.
@@ -119,12 +120,27 @@ impl EventQuery {
         &self,
         ctx: &Context<'_>,
         project_id: ID,
-        #[graphql(default = 0, desc = "Return events after this seq.")] after: i64,
-        #[graphql(default = 100, desc = "Page size, 1–1,000.")] limit: i32,
+        #[graphql(
+            default_with = "Some(0)",
+            desc = "Return events after this seq (null means 0)."
+        )]
+        after: Option<i64>,
+        #[graphql(
+            default_with = "Some(100)",
+            desc = "Page size, 1–1,000 (null means 100)."
+        )]
+        limit: Option<i32>,
     ) -> Result<EventPage> {
         let viewer = auth::viewer(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
-        let range = service::list(app_state(ctx)?, viewer, project_id, after, limit).await?;
+        let range = service::list(
+            app_state(ctx)?,
+            viewer,
+            project_id,
+            after.unwrap_or(0),
+            limit.unwrap_or(100),
+        )
+        .await?;
         Ok(EventPage {
             events: range.events.into_iter().map(ProjectEvent::new).collect(),
             last_seq: range.last_seq,

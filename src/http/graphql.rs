@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse};
 use super::HttpState;
 use crate::auth::{self, Authentication};
 use crate::error::with_error_codes;
+use crate::graphql::prepare_request;
 
 /// GraphiQL, pointed at `/graphql`.
 pub async fn graphiql() -> impl IntoResponse {
@@ -29,7 +30,7 @@ pub async fn handle(
     request: GraphQLRequest,
 ) -> GraphQLResponse {
     let authentication = authenticate(&state, &headers).await;
-    let request = request.into_inner().data(authentication);
+    let request = prepare_request(request.into_inner(), &state.app, authentication);
     let mut response = state.schema.execute(request).await;
     with_error_codes(&mut response.errors);
     response.into()

@@ -1,6 +1,6 @@
 //! GraphQL for projects and members: `Project`, `Member`, their queries and mutations.
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, Result};
 use chrono::{DateTime, Utc};
 
@@ -18,6 +18,7 @@ use crate::users::{User, resolve_user};
 /// A task board shared by its members. Only members can see it.
 pub struct Project(pub ProjectView);
 
+/// A task board shared by its members. Only members can see it.
 #[Object]
 impl Project {
     /// The project's id.
@@ -57,7 +58,7 @@ impl Project {
 
     /// Everyone in the project, in the order they joined.
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<Member>> {
-        let loader = ctx.data::<DataLoader<MembersLoader>>()?;
+        let loader = ctx.data::<DataLoader<MembersLoader, HashMapCache>>()?;
         let members = loader
             .load_one(self.0.project.id)
             .await
@@ -71,21 +72,27 @@ impl Project {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only tasks with this status.")] status: Option<TaskStatus>,
-        #[graphql(desc = "Page size, 0–500.", default = 50)] first: i32,
+        #[graphql(desc = "Page size, 0–500 (null means 50).", default_with = "Some(50)")]
+        first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<TaskConnection> {
         let state = app_state(ctx)?;
-        Ok(
-            crate::tasks::service::page(state, self.0.project.id, status, first, after.as_deref())
-                .await?
-                .into(),
+        Ok(crate::tasks::service::page(
+            state,
+            self.0.project.id,
+            status,
+            first.unwrap_or(50),
+            after.as_deref(),
         )
+        .await?
+        .into())
     }
 }
 
 /// A user's membership in a project.
 pub struct Member(pub project_members::Model);
 
+/// A user's membership in a project.
 #[Object]
 impl Member {
     /// The member.

@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::events::UserSnapshot;
 use crate::graphql::app_state;
 use crate::ids::{parse_user_id, parse_uuid};
-use crate::users::{User, resolve_user};
+use crate::users::{User, prefetch_users, resolve_user};
 use crate::validate;
 
 /// A card on a project's board.
@@ -54,6 +54,7 @@ impl Task {
     }
 }
 
+/// A card on a project's board.
 #[Object]
 impl Task {
     /// The task's id.
@@ -151,29 +152,45 @@ pub struct TaskEdge {
 /// A page of a project's tasks, in board order.
 pub struct TaskConnection(TaskPage);
 
+impl TaskConnection {
+    /// One batch for every user the page names.
+    async fn prefetch(&self, ctx: &Context<'_>) -> Result<(), AppError> {
+        let ids = self
+            .0
+            .tasks
+            .iter()
+            .flat_map(|t| t.user_ids().map(str::to_owned).collect::<Vec<_>>());
+        prefetch_users(ctx, ids).await
+    }
+}
+
 impl From<TaskPage> for TaskConnection {
     fn from(page: TaskPage) -> Self {
         Self(page)
     }
 }
 
+/// A page of a project's tasks, in board order.
 #[Object]
 impl TaskConnection {
     /// The tasks of this page with their cursors.
-    async fn edges(&self) -> Vec<TaskEdge> {
-        self.0
+    async fn edges(&self, ctx: &Context<'_>) -> Result<Vec<TaskEdge>> {
+        self.prefetch(ctx).await?;
+        Ok(self
+            .0
             .tasks
             .iter()
             .map(|t| TaskEdge {
                 cursor: cursor::encode(t.position, t.id),
                 node: Task::new(t.clone()),
             })
-            .collect()
+            .collect())
     }
 
     /// The tasks of this page.
-    async fn nodes(&self) -> Vec<Task> {
-        self.0.tasks.iter().cloned().map(Task::new).collect()
+    async fn nodes(&self, ctx: &Context<'_>) -> Result<Vec<Task>> {
+        self.prefetch(ctx).await?;
+        Ok(self.0.tasks.iter().cloned().map(Task::new).collect())
     }
 
     /// Paging information.
@@ -450,7 +467,7 @@ impl TaskMutation {
             DeleteOutcome::Deleted(task_id) => TaskDeleteResult::Deleted(TaskDeleted {
                 task_id: task_id.into(),
             }),
-            DeleteOutcome::Conflict(c) => TaskDeleteResult::Conflict(c.into()),
+            DeleteOutcome::Conflict(c) => TaskDeleteResult::Conflict((*c).into()),
         })
     }
 }

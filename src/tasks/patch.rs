@@ -1,6 +1,6 @@
 //! A validated change to a task, and its comparison with the task's current state.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::entities::tasks::{self, TaskStatus};
@@ -30,7 +30,7 @@ pub struct Patch {
 
 /// How times appear in JSON, the same as the `DateTime` scalar.
 pub fn time_json(time: &DateTime<Utc>) -> Value {
-    json!(time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    json!(time.to_rfc3339())
 }
 
 impl Patch {

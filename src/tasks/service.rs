@@ -80,7 +80,7 @@ pub enum UpdateOutcome {
 #[derive(Debug)]
 pub enum DeleteOutcome {
     Deleted(Uuid),
-    Conflict(Conflict),
+    Conflict(Box<Conflict>),
 }
 
 /// One live task the viewer can see.
@@ -297,14 +297,14 @@ pub async fn delete(
     let lock = lock_for_write(&txn, project_id, viewer, "task").await?;
     let current = task_in(&txn, id).await?;
     if current.deleted_at.is_some() {
-        return Ok(DeleteOutcome::Conflict(Conflict {
+        return Ok(DeleteOutcome::Conflict(Box::new(Conflict {
             task_id: id,
             reason: ConflictReason::TaskDeleted,
             server_task: None,
             your_patch: Map::new(),
             conflicting_fields: Vec::new(),
             client_mutation_id,
-        }));
+        })));
     }
     check_base_version(base_version, current.version)?;
     if let Some(base) = base_version.filter(|b| *b < current.version) {
@@ -317,14 +317,14 @@ pub async fn delete(
                 .map(|f| (*f).to_owned())
                 .collect(),
         };
-        return Ok(DeleteOutcome::Conflict(Conflict {
+        return Ok(DeleteOutcome::Conflict(Box::new(Conflict {
             task_id: id,
             reason: ConflictReason::StaleVersion,
             server_task: Some(current),
             your_patch: Map::new(),
             conflicting_fields,
             client_mutation_id,
-        }));
+        })));
     }
     let now = Utc::now();
     let mut next = current.clone();

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use async_graphql::Context;
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
 use super::User;
@@ -37,6 +37,25 @@ impl Loader<String> for UserLoader {
     }
 }
 
+/// The per-request user loader type.
+pub type UserDataLoader = DataLoader<UserLoader, HashMapCache>;
+
+/// Loads every user in `ids` in one batch, so that the resolvers that follow hit the
+/// request's cache instead of racing the batch window.
+pub async fn prefetch_users(
+    ctx: &Context<'_>,
+    ids: impl IntoIterator<Item = String>,
+) -> Result<(), AppError> {
+    let loader = ctx
+        .data::<UserDataLoader>()
+        .map_err(|_| anyhow::anyhow!("UserLoader missing from the request"))?;
+    loader
+        .load_many(ids)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading users: {e}"))?;
+    Ok(())
+}
+
 /// The user `id`: from `embedded` (an event's own snapshot) when it has it, otherwise
 /// through the request's [`UserLoader`]. A user row that vanished reads as its bare id.
 pub async fn resolve_user(
@@ -48,7 +67,7 @@ pub async fn resolve_user(
         return Ok(user.clone().into());
     }
     let loader = ctx
-        .data::<DataLoader<UserLoader>>()
+        .data::<UserDataLoader>()
         .map_err(|_| anyhow::anyhow!("UserLoader missing from the request"))?;
     let user = loader
         .load_one(id.to_owned())

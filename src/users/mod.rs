@@ -4,4 +4,4 @@ pub mod graphql;
 pub mod loader;
 
 pub use graphql::User;
-pub use loader::{UserLoader, resolve_user};
+pub use loader::{UserLoader, prefetch_users, resolve_user};

@@ -1,1 +1,17 @@
-fn main() {}
+//! TaskNest's integration tests: one binary, each test against a real server on an
+//! ephemeral port with a fresh database (SQLite by default, PostgreSQL when
+//! `TEST_DATABASE_URL=postgres://…` is set).
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod efficiency;
+mod events;
+mod members;
+mod pagination;
+mod permissions;
+mod projects;
+mod schema;
+mod tasks;
+mod validation;

@@ -1,0 +1,261 @@
+//! Spawning the app, minting tokens, and talking GraphQL to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tasknest::auth::{Claims, JwtKeys};
+use tasknest::{AppState, Application, Config};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The secret every test app signs with.
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub keys: JwtKeys,
+    _db: TestDb,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// A database made for one test, removed afterwards.
+pub enum TestDb {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+/// `TEST_DATABASE_URL` when it names PostgreSQL.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+}
+
+/// For tests that only make sense on PostgreSQL: its URL, or `None` after printing a loud
+/// SKIPPED line. Under `CI=true` a missing PostgreSQL fails the test instead, except in a
+/// pass that explicitly chose SQLite (`TEST_DATABASE_URL=sqlite`), which CI follows with a
+/// PostgreSQL pass.
+pub fn require_postgres(test: &str) -> Option<String> {
+    if let Some(url) = postgres_url() {
+        return Some(url);
+    }
+    let sqlite_pass = std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("sqlite"));
+    if std::env::var("CI").is_ok_and(|v| v == "true") && !sqlite_pass {
+        panic!("{test} needs PostgreSQL: set TEST_DATABASE_URL=postgres://… (CI=true)");
+    }
+    eprintln!("SKIPPED: {test} needs PostgreSQL; set TEST_DATABASE_URL=postgres://…");
+    None
+}
+
+impl TestDb {
+    /// A fresh, empty database on the configured backend.
+    pub async fn create() -> (Self, String) {
+        match postgres_url() {
+            Some(admin_url) => {
+                let name = format!("tasknest_test_{}", Uuid::new_v4().simple());
+                let admin = sea_orm::Database::connect(&admin_url)
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
+                use sea_orm::ConnectionTrait;
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&name);
+                (Self::Postgres { admin_url, name }, url.to_string())
+            }
+            None => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("tasknest.db").display());
+                (Self::Sqlite(dir), url)
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Self::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs outside async; a short-lived runtime on its own thread does the I/O.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    use sea_orm::ConnectionTrait;
+                    if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                        admin.close().await.ok();
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Starts the app on a fresh database and port 0.
+pub async fn spawn_app() -> TestApp {
+    init_test_tracing();
+    let (db, url) = TestDb::create().await;
+    let config = Config::for_tests(url, SECRET);
+    let app = Application::build(config).await.expect("app builds");
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client"),
+        state,
+        keys: JwtKeys::new(SECRET.as_bytes()),
+        _db: db,
+        shutdown: Some(tx),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn init_test_tracing() {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,sqlx=warn")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+impl TestApp {
+    /// `http://addr/graphql`.
+    pub fn graphql_url(&self) -> String {
+        format!("http://{}/graphql", self.addr)
+    }
+
+    /// A valid token for `sub`, named after it with a capital letter.
+    pub fn token(&self, sub: &str) -> String {
+        let mut name = sub.to_owned();
+        if let Some(first) = name.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        self.keys
+            .mint(sub, &name, None, Duration::from_secs(3600))
+            .expect("mint")
+    }
+
+    /// A token with custom claims, signed with the test secret.
+    pub fn token_with(&self, claims: &Claims) -> String {
+        self.keys.sign(claims).expect("sign")
+    }
+
+    /// Posts a GraphQL request; returns the whole JSON response.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .client
+            .post(self.graphql_url())
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        response.json().await.expect("JSON response")
+    }
+
+    /// Like [`gql`](Self::gql), but panics on errors and returns `data`.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let response = self.gql(Some(token), query, variables).await;
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response:#}"
+        );
+        response["data"].clone()
+    }
+
+    /// Creates a project as `token`; returns its id.
+    pub async fn create_project(&self, token: &str, name: &str) -> String {
+        let data = self
+            .ok(
+                token,
+                "mutation($name: String!) { createProject(input: {name: $name}) { id } }",
+                json!({ "name": name }),
+            )
+            .await;
+        data["createProject"]["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Adds `user` to a project with `role`, as `token` (an owner).
+    pub async fn add_member(&self, token: &str, project: &str, user: &str, role: &str) {
+        self.ok(
+            token,
+            "mutation($p: ID!, $u: ID!, $r: Role!) { addMember(projectId: $p, userId: $u, role: $r) { role } }",
+            json!({ "p": project, "u": user, "r": role }),
+        )
+        .await;
+    }
+
+    /// Creates a task; returns it with id, title, version, status.
+    pub async fn create_task(&self, token: &str, project: &str, title: &str) -> Value {
+        let data = self
+            .ok(
+                token,
+                "mutation($in: CreateTaskInput!) { createTask(input: $in) { id title version status position priority description } }",
+                json!({ "in": { "projectId": project, "title": title } }),
+            )
+            .await;
+        data["createTask"].clone()
+    }
+
+    /// A project's events after `after` (up to 1,000).
+    pub async fn events(&self, token: &str, project: &str, after: i64) -> Value {
+        let data = self
+            .ok(
+                token,
+                "query($p: ID!, $a: Int) { events(projectId: $p, after: $a, limit: 1000) { lastSeq hasMore events { seq kind taskId changes clientMutationId actor { id name } task { id title status version } } } }",
+                json!({ "p": project, "a": after }),
+            )
+            .await;
+        data["events"].clone()
+    }
+}
+
+/// The first error's `extensions.code`, if any.
+pub fn error_code(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// The first error's `extensions.field`, if any.
+pub fn error_field(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["field"].as_str()
+}
+
+/// The seqs of an event page.
+pub fn seqs(page: &Value) -> Vec<i64> {
+    page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect()
+}
