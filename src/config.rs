@@ -82,6 +82,22 @@ pub struct Config {
     /// Log format: `human` or `json`.
     #[arg(long, env = "TASKNEST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    /// How often each instance compares its rooms with the database's event counters.
+    #[arg(long, env = "TASKNEST_GAP_CHECK_INTERVAL", default_value = "1s", value_parser = duration("TASKNEST_GAP_CHECK_INTERVAL"))]
+    pub gap_check_interval: Duration,
+
+    /// How long the event log keeps events; older cursors get CURSOR_EXPIRED.
+    #[arg(long, env = "TASKNEST_EVENT_RETENTION", default_value = "30d", value_parser = duration("TASKNEST_EVENT_RETENTION"))]
+    pub event_retention: Duration,
+
+    /// WebSocket: close with 4408 when `connection_init` has not come by then.
+    #[arg(long, env = "TASKNEST_WS_INIT_TIMEOUT", default_value = "10s", value_parser = duration("TASKNEST_WS_INIT_TIMEOUT"))]
+    pub ws_init_timeout: Duration,
+
+    /// WebSocket: interval of server keep-alive pings.
+    #[arg(long, env = "TASKNEST_WS_KEEPALIVE", default_value = "15s", value_parser = duration("TASKNEST_WS_KEEPALIVE"))]
+    pub ws_keepalive: Duration,
 }
 
 impl Config {
@@ -99,6 +115,10 @@ impl Config {
             jwt_secret: Some(jwt_secret.into()),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_format: LogFormat::Human,
+            gap_check_interval: Duration::from_secs(1),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
+            ws_init_timeout: Duration::from_secs(10),
+            ws_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -140,6 +160,16 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
     value
         .parse()
         .map_err(|_| "TASKNEST_ADDR must be IP:PORT, for example 127.0.0.1:8000".to_owned())
+}
+
+/// A parser for a positive duration setting (`500ms`, `1s`, `30d`) naming its variable.
+fn duration(
+    var: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |value| match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{var} must be a positive duration like 500ms, 10s or 30d")),
+    }
 }
 
 fn parse_ttl(value: &str) -> Result<Duration, String> {

@@ -2,13 +2,14 @@
 //! resolver may take from the context.
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::auth::Authentication;
 use crate::error::AppError;
 use crate::events::graphql::EventQuery;
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::projects::loader::MembersLoader;
+use crate::realtime::graphql::EventSubscription;
 use crate::state::AppState;
 use crate::tasks::graphql::{TaskMutation, TaskQuery};
 use crate::users::UserLoader;
@@ -22,12 +23,16 @@ pub struct Query(UserQuery, ProjectQuery, TaskQuery, EventQuery);
 #[derive(MergedObject, Default)]
 pub struct Mutation(ProjectMutation, TaskMutation);
 
+/// Every subscription of the API.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(EventSubscription);
+
 /// The TaskNest schema type.
-pub type TaskNestSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type TaskNestSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema on `state`.
 pub fn build_schema(state: AppState) -> TaskNestSchema {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .data(state)
         .finish()
 }
@@ -55,7 +60,7 @@ pub fn prepare_request(
 
 /// The schema without any state, for printing the SDL.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .finish()
         .sdl()
 }

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod projects;
+pub mod realtime;
 pub mod state;
 pub mod tasks;
 pub mod telemetry;
@@ -29,7 +30,11 @@ pub use config::Config;
 pub use state::AppState;
 
 use crate::auth::{JwtKeys, UserDirectory};
+use crate::realtime::redis_bus::RedisBus;
+use crate::realtime::ws::WsSettings;
+use crate::realtime::{Bus, Hub, InProcessBus, Realtime};
 use crate::state::DbStats;
+use tokio_util::sync::CancellationToken;
 
 /// A migrated database, a bound listener and the router, ready to serve.
 pub struct Application {
@@ -54,11 +59,29 @@ impl Application {
             Some(db_stats.clone()),
         )
         .await?;
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(db.clone(), shutdown.clone());
+        let bus: Arc<dyn Bus> = match &config.redis_url {
+            Some(url) => RedisBus::start(url, hub.clone(), shutdown.clone())?,
+            None => Arc::new(InProcessBus::new(hub.clone())),
+        };
+        tokio::spawn(hub.clone().run_checks(config.gap_check_interval));
+        tokio::spawn(events::retention::run(
+            db.clone(),
+            config.event_retention,
+            shutdown.clone(),
+        ));
         let state = AppState {
             config: Arc::new(config.clone()),
             db,
             keys: Arc::new(JwtKeys::new(secret.as_bytes())),
             users: Arc::new(UserDirectory::default()),
+            realtime: Realtime { hub, bus },
+            shutdown,
+            ws: WsSettings {
+                init_timeout: config.ws_init_timeout,
+                keepalive: config.ws_keepalive,
+            },
             db_stats,
         };
         let schema = graphql::build_schema(state.clone());
@@ -85,14 +108,21 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves until `shutdown` resolves: then stops accepting, closes WebSockets with 1001
+    /// so clients reconnect elsewhere, and finishes in-flight requests.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let token = self.state.shutdown.clone();
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                token.cancel();
+            })
+            .await;
+        self.state.shutdown.cancel();
+        result
     }
 }
 

@@ -7,6 +7,9 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::{JwtKeys, UserDirectory};
 use crate::config::Config;
+use crate::realtime::Realtime;
+use crate::realtime::ws::WsSettings;
+use tokio_util::sync::CancellationToken;
 
 /// Everything a request may need. Cheap to clone: every field is a handle.
 #[derive(Clone)]
@@ -19,6 +22,12 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     /// Creates and refreshes user rows from token claims, with a cache to skip no-op writes.
     pub users: Arc<UserDirectory>,
+    /// Rooms and the bus.
+    pub realtime: Realtime,
+    /// Cancelled on shutdown: WebSockets close with 1001, background tasks stop.
+    pub shutdown: CancellationToken,
+    /// WebSocket timing.
+    pub ws: WsSettings,
     /// Counters about database use (statements run), for metrics and for tests that pin
     /// the number of statements a query costs.
     pub db_stats: Arc<DbStats>,

@@ -5,7 +5,7 @@ mod directory;
 mod jwt;
 
 pub use directory::UserDirectory;
-pub use jwt::{Claims, JwtKeys, TokenError};
+pub use jwt::{Claims, JwtKeys, TokenError, unix_now};
 
 use async_graphql::Context;
 

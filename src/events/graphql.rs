@@ -1,13 +1,12 @@
 //! GraphQL for the log: `ProjectEvent`, `EventPage` and the `events` catch-up query.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Json, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::payload::{EventPayload, UserSnapshot};
+use super::CommittedEvent;
 use super::service;
 use crate::auth;
 use crate::entities::events::{self, EventKind};
@@ -18,25 +17,18 @@ use crate::users::{User, resolve_user};
 
 /// One change in a project, numbered 1, 2, 3, … per project without gaps.
 #[derive(Clone)]
-pub struct ProjectEvent {
-    event: Arc<events::Model>,
-    payload: Arc<EventPayload>,
-    users: Arc<HashMap<String, UserSnapshot>>,
-}
+pub struct ProjectEvent(Arc<CommittedEvent>);
 
 impl ProjectEvent {
-    /// Wraps a log row, decoding its payload once.
+    /// Wraps a log row, decoding its payload.
     pub fn new(event: events::Model) -> Self {
-        let payload: EventPayload = serde_json::from_value(event.payload.clone()).unwrap_or_else(|e| {
-            tracing::error!(seq = event.seq, project = %event.project_id, error = %e, "undecodable event payload");
-            EventPayload::default()
-        });
-        let users = Arc::new(payload.user_map());
-        Self {
-            event: Arc::new(event),
-            payload: Arc::new(payload),
-            users,
-        }
+        Self(CommittedEvent::decode(event))
+    }
+}
+
+impl From<Arc<CommittedEvent>> for ProjectEvent {
+    fn from(event: Arc<CommittedEvent>) -> Self {
+        Self(event)
     }
 }
 
@@ -45,55 +37,55 @@ impl ProjectEvent {
 impl ProjectEvent {
     /// Position in the project's log: 1, 2, 3, … with no gaps and no repeats.
     async fn seq(&self) -> i64 {
-        self.event.seq
+        self.0.row.seq
     }
 
     /// The project the event belongs to.
     async fn project_id(&self) -> ID {
-        self.event.project_id.into()
+        self.0.row.project_id.into()
     }
 
     /// What happened.
     async fn kind(&self) -> EventKind {
-        self.event.kind
+        self.0.row.kind
     }
 
     /// When it was committed.
     async fn at(&self) -> DateTime<Utc> {
-        self.event.created_at
+        self.0.row.created_at
     }
 
     /// Who did it.
     async fn actor(&self, ctx: &Context<'_>) -> Result<User> {
-        Ok(resolve_user(ctx, &self.event.actor_id, Some(&self.users)).await?)
+        Ok(resolve_user(ctx, &self.0.row.actor_id, Some(&self.0.users)).await?)
     }
 
     /// The task concerned, for task events.
     async fn task_id(&self) -> Option<ID> {
-        self.event.task_id.map(Into::into)
+        self.0.row.task_id.map(Into::into)
     }
 
     /// The task as it is after this event; null for TASK_DELETED and non-task events.
     async fn task(&self) -> Option<Task> {
-        if self.event.kind == EventKind::TaskDeleted {
+        if self.0.row.kind == EventKind::TaskDeleted {
             return None;
         }
-        self.payload
+        self.0.payload
             .task
             .clone()
-            .map(|t| Task::with_users(t, self.users.clone()))
+            .map(|t| Task::with_users(t, self.0.users.clone()))
     }
 
     /// The fields that changed, `{"field": newValue}` by GraphQL input name: the task's
     /// fields for TASK_UPDATED, `name`/`description` for PROJECT_UPDATED, `userId`/`role`
     /// for member events.
     async fn changes(&self) -> Option<Json<Value>> {
-        self.payload.changes.clone().map(|c| Json(Value::Object(c)))
+        self.0.payload.changes.clone().map(|c| Json(Value::Object(c)))
     }
 
     /// Echoed from the mutation input that caused the event.
     async fn client_mutation_id(&self) -> Option<&str> {
-        self.event.client_mutation_id.as_deref()
+        self.0.row.client_mutation_id.as_deref()
     }
 }
 

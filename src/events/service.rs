@@ -39,6 +39,15 @@ pub async fn list(
     let (project, _) =
         access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
     let mut events = log::range(&state.db, project_id, after, limit + 1).await?;
+    // The log must hold the event right after `after`, or the client's cursor points into
+    // pruned history and it has to refetch state instead.
+    let expired = match events.first() {
+        Some(first) => first.seq != after + 1,
+        None => project.last_seq > after,
+    };
+    if expired {
+        return Err(AppError::CursorExpired(after));
+    }
     let has_more = events.len() as u64 > limit;
     events.truncate(limit as usize);
     // Read after the events, so lastSeq is never behind the page it comes with.

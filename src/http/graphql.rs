@@ -5,7 +5,9 @@ use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use axum::response::{Html, IntoResponse};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::response::{Html, IntoResponse, Response};
 
 use super::HttpState;
 use crate::auth::{self, Authentication};
@@ -21,6 +23,28 @@ pub async fn graphiql() -> impl IntoResponse {
             .title("TaskNest")
             .finish(),
     )
+}
+
+/// `GET /graphql`: a WebSocket upgrade (subscriptions) or a query in the URL.
+pub async fn handle_get(State(state): State<HttpState>, request: axum::extract::Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let wants_upgrade = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_upgrade {
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(ws) => crate::realtime::ws::upgrade(ws, state),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let request = axum::extract::Request::from_parts(parts, body);
+    let headers = request.headers().clone();
+    match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(request, &state).await {
+        Ok(gql) => handle(State(state), headers, gql).await.into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// Runs one GraphQL request as the token's viewer (or as nobody).

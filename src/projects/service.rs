@@ -153,8 +153,9 @@ pub async fn update(
     let project = row.update(&txn).await?;
     let mut event = NewEvent::new(EventKind::ProjectUpdated, &viewer.user_id);
     event.changes = Some(diff);
-    log::append(&txn, lock, event).await?;
+    let committed = log::append(&txn, lock, event).await?;
     txn.commit().await?;
+    state.realtime.committed(committed);
     Ok(ProjectView { project, role })
 }
 
@@ -171,13 +172,13 @@ pub async fn delete(state: &AppState, viewer: &Viewer, id: Uuid) -> Result<bool,
     row.deleted_at = Set(Some(now));
     row.updated_at = Set(now);
     row.update(&txn).await?;
-    log::append(
+    let committed = log::append(
         &txn,
         lock,
         NewEvent::new(EventKind::ProjectDeleted, &viewer.user_id),
-    )
-    .await?;
+    ).await?;
     txn.commit().await?;
+    state.realtime.committed(committed);
     Ok(true)
 }
 
@@ -228,8 +229,9 @@ pub async fn add_member(
     let mut event = NewEvent::new(kind, &viewer.user_id);
     event.subject_user_id = Some(user_id.clone());
     event.changes = Some(member_changes(&user_id, Some(role)));
-    log::append(&txn, lock, event).await?;
+    let committed = log::append(&txn, lock, event).await?;
     txn.commit().await?;
+    state.realtime.committed(committed);
     Ok(member)
 }
 
@@ -261,8 +263,9 @@ pub async fn remove_member(
     let mut event = NewEvent::new(EventKind::MemberRemoved, &viewer.user_id);
     event.subject_user_id = Some(user_id.clone());
     event.changes = Some(member_changes(&user_id, None));
-    log::append(&txn, lock, event).await?;
+    let committed = log::append(&txn, lock, event).await?;
     txn.commit().await?;
+    state.realtime.committed(committed);
     Ok(true)
 }
 

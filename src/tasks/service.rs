@@ -206,8 +206,9 @@ pub async fn create(
     .await?;
     let mut event = NewEvent::new(EventKind::TaskCreated, &viewer.user_id).with_task(&task);
     event.client_mutation_id = client_mutation_id;
-    log::append(&txn, lock, event).await?;
+    let committed = log::append(&txn, lock, event).await?;
     txn.commit().await?;
+    state.realtime.committed(committed);
     Ok(task)
 }
 
@@ -276,8 +277,9 @@ pub async fn update(
     let mut event = NewEvent::new(EventKind::TaskUpdated, &viewer.user_id).with_task(&task);
     event.changes = Some(changes);
     event.client_mutation_id = client_mutation_id;
-    log::append(&txn, lock, event).await?;
+    let committed = log::append(&txn, lock, event).await?;
     txn.commit().await?;
+    state.realtime.committed(committed);
     Ok(UpdateOutcome::Updated { task, merged })
 }
 
@@ -339,8 +341,9 @@ pub async fn delete(
     // GraphQL event shows `task: null` for deletions.
     event.task = Some(task);
     event.client_mutation_id = client_mutation_id;
-    log::append(&txn, lock, event).await?;
+    let committed = log::append(&txn, lock, event).await?;
     txn.commit().await?;
+    state.realtime.committed(committed);
     Ok(DeleteOutcome::Deleted(id))
 }
 

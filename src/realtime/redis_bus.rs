@@ -1,0 +1,178 @@
+//! The Redis pub/sub bus: one publisher and one subscriber connection per instance, one
+//! channel for all projects. Redis only carries events; when its link blips, rooms repair
+//! from the log, and the hub's periodic check catches events whose publish was lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::bus::{Bus, BusStatus};
+use super::Hub;
+use crate::entities::events;
+use crate::events::CommittedEvent;
+
+/// The channel every instance publishes to and subscribes on.
+pub const CHANNEL: &str = "tasknest:events";
+
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// Events between instances through Redis.
+pub struct RedisBus {
+    hub: Arc<Hub>,
+    publisher: ConnectionManager,
+    status: Arc<AtomicU8>,
+}
+
+impl RedisBus {
+    /// Connects lazily (a Redis that is down at start only makes the bus `down`) and starts
+    /// the subscriber task.
+    pub fn start(url: &str, hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+        let timeouts = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500))
+        };
+        let publisher =
+            ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, timeouts())?;
+        // RESP3 delivers pub/sub messages as pushes on a normal connection, which the
+        // manager reconnects and resubscribes by itself.
+        let sub_url = if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        };
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let subscriber = ConnectionManager::new_lazy_with_config(
+            redis::Client::open(sub_url)?,
+            timeouts()
+                .set_push_sender(push_tx)
+                .set_automatic_resubscription(),
+        )?;
+        let status = Arc::new(AtomicU8::new(DOWN));
+        tokio::spawn(subscribe_loop(
+            subscriber,
+            push_rx,
+            hub.clone(),
+            status.clone(),
+            shutdown,
+        ));
+        Ok(Arc::new(Self {
+            hub,
+            publisher,
+            status,
+        }))
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, event: Arc<CommittedEvent>) {
+        // Local rooms first, straight from memory: this instance's subscribers do not
+        // depend on Redis at all.
+        self.hub.deliver(event.clone());
+        let mut conn = self.publisher.clone();
+        let status = self.status.clone();
+        tokio::spawn(async move {
+            let payload = match serde_json::to_vec(&event.row) {
+                Ok(payload) => payload,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot encode event for Redis");
+                    return;
+                }
+            };
+            if let Err(err) = conn.publish::<_, _, ()>(CHANNEL, payload).await {
+                // Other instances find this event through their periodic log check.
+                tracing::warn!(error = %err, seq = event.seq(), "Redis publish failed");
+                status.store(DOWN, Ordering::Relaxed);
+            }
+        });
+    }
+
+    fn status(&self) -> BusStatus {
+        match self.status.load(Ordering::Relaxed) {
+            UP => BusStatus::Up,
+            _ => BusStatus::Down,
+        }
+    }
+}
+
+/// Keeps the subscription alive and feeds received events to the hub. After every
+/// (re)connection the rooms repair from the log, since messages sent meanwhile are lost.
+async fn subscribe_loop(
+    mut conn: ConnectionManager,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    hub: Arc<Hub>,
+    status: Arc<AtomicU8>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        // (Re)subscribe until Redis answers.
+        loop {
+            let attempt = tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = conn.subscribe(CHANNEL) => result,
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(err) => {
+                    if status.swap(DOWN, Ordering::Relaxed) != DOWN {
+                        tracing::warn!(error = %err, "Redis unreachable; events travel by the log check");
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+        if status.swap(UP, Ordering::Relaxed) != UP {
+            tracing::info!("Redis bus connected");
+        }
+        hub.repair_all();
+        // Deliver until the link drops.
+        loop {
+            let push = tokio::select! {
+                () = shutdown.cancelled() => return,
+                push = pushes.recv() => match push {
+                    Some(push) => push,
+                    None => return,
+                },
+            };
+            match push.kind {
+                PushKind::Message => {
+                    if let Some(event) = decode(&push.data) {
+                        hub.deliver(event);
+                    }
+                }
+                PushKind::Disconnection => {
+                    status.store(DOWN, Ordering::Relaxed);
+                    tracing::warn!("Redis bus disconnected; reconnecting");
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `[channel, payload]` of a pub/sub message into a decoded event.
+fn decode(data: &[Value]) -> Option<Arc<CommittedEvent>> {
+    let payload = match data.get(1)? {
+        Value::BulkString(bytes) => bytes,
+        _ => return None,
+    };
+    match serde_json::from_slice::<events::Model>(payload) {
+        Ok(row) => Some(CommittedEvent::decode(row)),
+        Err(err) => {
+            tracing::warn!(error = %err, "undecodable event on the Redis bus");
+            None
+        }
+    }
+}

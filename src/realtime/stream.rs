@@ -1,0 +1,136 @@
+//! One subscriber's event stream: replay from the log, then live from the room, strictly
+//! ascending with no gap and no duplicate, whatever the room or the subscriber's own pace.
+
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::entities::events::EventKind;
+use crate::error::AppError;
+use crate::events::{CommittedEvent, log};
+use crate::state::AppState;
+
+/// Largest page read from the log while replaying or catching up.
+const PAGE: u64 = 500;
+
+/// The events of `project_id` after `after` (or from now), as `user_id` may see them. Ends
+/// with `FORBIDDEN` when that user is removed from the project, and after PROJECT_DELETED.
+pub fn project_events(
+    state: AppState,
+    user_id: String,
+    project_id: Uuid,
+    after: Option<i64>,
+) -> impl Stream<Item = Result<Arc<CommittedEvent>, AppError>> {
+    async_stream::stream! {
+        let membership = state.realtime.hub.join(project_id).await;
+        let mut live = membership.events;
+        let joined_at = membership.last_seq;
+        let mut next = after.map_or(joined_at + 1, |a| a + 1);
+
+        // The log up to the join point; the room's receiver holds everything after it.
+        if let Some(after) = after {
+            if after < joined_at {
+                match expired(&state, project_id, after).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        yield Err(AppError::CursorExpired(after));
+                        return;
+                    }
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
+            }
+        }
+        while next <= joined_at {
+            let rows = match log::range(&state.db, project_id, next - 1, PAGE).await {
+                Ok(rows) => rows,
+                Err(err) => {
+                    yield Err(err.into());
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                if row.seq > joined_at {
+                    break;
+                }
+                next = row.seq + 1;
+                yield Ok(CommittedEvent::decode(row));
+            }
+        }
+
+        loop {
+            let event = match live.recv().await {
+                Ok(event) => event,
+                // Fell behind the room's buffer: the next event shows the jump, and the
+                // missing range comes from the log below.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            if event.seq() < next {
+                continue;
+            }
+            // Anything between what we sent and this event comes from the log.
+            while next < event.seq() {
+                let rows = match log::range(&state.db, project_id, next - 1, PAGE.min((event.seq() - next) as u64)).await {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        yield Err(err.into());
+                        return;
+                    }
+                };
+                if rows.is_empty() {
+                    yield Err(AppError::CursorExpired(next - 1));
+                    return;
+                }
+                for row in rows {
+                    next = row.seq + 1;
+                    let event = CommittedEvent::decode(row);
+                    match verdict(&event, &user_id) {
+                        Verdict::Deliver => yield Ok(event),
+                        Verdict::LastOne => { yield Ok(event); return; }
+                        Verdict::Removed => { yield Err(removed()); return; }
+                    }
+                }
+            }
+            next = event.seq() + 1;
+            match verdict(&event, &user_id) {
+                Verdict::Deliver => yield Ok(event),
+                Verdict::LastOne => { yield Ok(event); return; }
+                Verdict::Removed => { yield Err(removed()); return; }
+            }
+        }
+    }
+}
+
+enum Verdict {
+    Deliver,
+    /// Deliver, then end the stream (the project is gone).
+    LastOne,
+    /// The viewer lost access: end with FORBIDDEN, without this event.
+    Removed,
+}
+
+fn verdict(event: &CommittedEvent, user_id: &str) -> Verdict {
+    match event.row.kind {
+        EventKind::MemberRemoved if event.subject_user() == Some(user_id) => Verdict::Removed,
+        EventKind::ProjectDeleted => Verdict::LastOne,
+        _ => Verdict::Deliver,
+    }
+}
+
+fn removed() -> AppError {
+    AppError::Forbidden("you were removed from this project")
+}
+
+/// Whether the log no longer holds the event right after `after` (pruned by retention).
+async fn expired(state: &AppState, project_id: Uuid, after: i64) -> Result<bool, AppError> {
+    let first = log::range(&state.db, project_id, after, 1).await?;
+    Ok(first.first().is_none_or(|e| e.seq != after + 1))
+}
