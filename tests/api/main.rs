@@ -13,5 +13,7 @@ mod pagination;
 mod permissions;
 mod projects;
 mod schema;
+mod subscriptions;
+mod ws_protocol;
 mod tasks;
 mod validation;

@@ -1,4 +1,11 @@
-//! Spawning the app, minting tokens, and talking GraphQL to it.
+//! Spawning the app, minting tokens, and talking GraphQL to it (HTTP here, graphql-ws in
+//! `ws`, private Redis servers in `redis`).
+
+mod redis;
+mod ws;
+
+pub use redis::{RedisServer, require_redis};
+pub use ws::WsClient;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,11 +22,13 @@ pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub database_url: String,
     pub client: reqwest::Client,
     pub state: AppState,
     pub keys: JwtKeys,
-    _db: TestDb,
+    _db: Option<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
+    stopped: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// A database made for one test, removed afterwards.
@@ -108,18 +117,35 @@ impl Drop for TestDb {
 
 /// Starts the app on a fresh database and port 0.
 pub async fn spawn_app() -> TestApp {
-    init_test_tracing();
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app on a fresh database, with settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let (db, url) = TestDb::create().await;
-    let config = Config::for_tests(url, SECRET);
+    start(url, Some(db), configure).await
+}
+
+/// Starts another instance on `other`'s database (several instances, one database).
+pub async fn spawn_app_sharing(other: &TestApp, configure: impl FnOnce(&mut Config)) -> TestApp {
+    start(other.database_url.clone(), None, configure).await
+}
+
+async fn start(url: String, db: Option<TestDb>, configure: impl FnOnce(&mut Config)) -> TestApp {
+    init_test_tracing();
+    let mut config = Config::for_tests(url.clone(), SECRET);
+    config.gap_check_interval = Duration::from_millis(200);
+    configure(&mut config);
     let app = Application::build(config).await.expect("app builds");
     let addr = app.local_addr();
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
+    let stopped = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     TestApp {
         addr,
+        database_url: url,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -128,6 +154,7 @@ pub async fn spawn_app() -> TestApp {
         keys: JwtKeys::new(SECRET.as_bytes()),
         _db: db,
         shutdown: Some(tx),
+        stopped: Some(stopped),
     }
 }
 
@@ -149,6 +176,24 @@ fn init_test_tracing() {
 }
 
 impl TestApp {
+    /// Stops the server as SIGTERM would, and waits until it has.
+    pub async fn shut_down(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
+    }
+
+    /// A graphql-ws (`graphql-transport-ws`) connection, initialised with `token`.
+    pub async fn ws(&self, token: &str) -> WsClient {
+        let mut client = WsClient::connect(self.addr, "graphql-transport-ws").await;
+        let ack = client.init(json!({ "authorization": format!("Bearer {token}") })).await;
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        client
+    }
+
     /// `http://addr/graphql`.
     pub fn graphql_url(&self) -> String {
         format!("http://{}/graphql", self.addr)

@@ -1,0 +1,161 @@
+//! A graphql-ws client on tokio-tungstenite, speaking either subprotocol.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a message before failing.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// One WebSocket connection to `/graphql`.
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Opens the socket with `protocol` in `Sec-WebSocket-Protocol`; sends nothing.
+    pub async fn connect(addr: SocketAddr, protocol: &str) -> Self {
+        let mut request = format!("ws://{addr}/graphql")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocol).expect("header"),
+        );
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(protocol),
+            "the server picks the client's subprotocol"
+        );
+        Self { socket }
+    }
+
+    /// Sends `connection_init` with `payload`; returns the answer.
+    pub async fn init(&mut self, payload: Value) -> Value {
+        self.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        self.next().await.expect("an answer to connection_init")
+    }
+
+    /// Sends a JSON message.
+    pub async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends raw frames (for protocol tests).
+    pub async fn send_raw(&mut self, message: Message) {
+        self.socket.send(message).await.expect("send");
+    }
+
+    /// Starts an operation (`subscribe`).
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({ "type": "subscribe", "id": id, "payload": { "query": query, "variables": variables } }))
+            .await;
+    }
+
+    /// The next protocol message that is not a keep-alive; `None` once the socket closed.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a message within the wait");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                    if value["type"] == "ping" || value["type"] == "ka" {
+                        continue;
+                    }
+                    return Some(value);
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next `projectEvents` payload of subscription `id` (panics on anything else).
+    pub async fn next_event(&mut self, id: &str) -> Value {
+        let message = self.next().await.expect("an event");
+        assert_eq!(message["id"], id, "{message}");
+        assert!(
+            message["type"] == "next" || message["type"] == "data",
+            "{message}"
+        );
+        message["payload"]["data"]["projectEvents"].clone()
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("the socket closes within the wait");
+            match frame {
+                Some(Ok(Message::Close(Some(frame)))) => return Some(frame.code.into()),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Closes from the client side.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+impl WsClient {
+    /// The next event of `id` if one comes within `millis`.
+    pub async fn next_event_within(&mut self, id: &str, millis: u64) -> Option<Value> {
+        match tokio::time::timeout(Duration::from_millis(millis), self.next()).await {
+            Ok(Some(message)) => {
+                assert_eq!(message["id"], id, "{message}");
+                Some(message["payload"]["data"]["projectEvents"].clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Any message arriving within half a second (expected: none).
+    pub async fn next_event_or_nothing(&mut self) -> Option<Value> {
+        tokio::time::timeout(Duration::from_millis(500), self.next())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl WsClient {
+    /// The `type` of the next text message, keep-alives included.
+    pub async fn next_raw_type(&mut self) -> Option<String> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a message within the wait");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                    return value["type"].as_str().map(str::to_owned);
+                }
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `projectEvents` over graphql-ws on one instance (the in-process bus): fan-out, replay,
+//! catch-up, removal, deletion, and shutdown.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+pub const EVENTS: &str = "subscription($p: ID!, $a: Int) { projectEvents(projectId: $p, after: $a) { seq kind taskId changes clientMutationId actor { id name } task { id title version createdBy { name } } } }";
+
+pub async fn rename(app: &TestApp, token: &str, task: &Value, title: &str) {
+    app.ok(
+        token,
+        "mutation($id: ID!, $t: String!) { updateTask(id: $id, patch: {title: $t}) { __typename } }",
+        json!({ "id": task["id"], "t": title }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fifty_subscribers_each_receive_every_event_of_a_hundred_mutations_in_order() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let mut ws = app.ws(&alice).await;
+        // `after: 1` makes the hand-over race-free: whatever happens after seq 1 arrives.
+        ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 })).await;
+        clients.push(ws);
+    }
+    for i in 0..100 {
+        rename(&app, &alice, &task, &format!("v{i}")).await;
+    }
+    let readers = clients.into_iter().map(|mut ws| async move {
+        let mut seqs = Vec::new();
+        for _ in 0..100 {
+            let event = ws.next_event("e").await;
+            seqs.push(event["seq"].as_i64().expect("seq"));
+        }
+        let last = ws.next_event_or_nothing().await;
+        (seqs, last)
+    });
+    for (seqs, extra) in futures_util::future::join_all(readers).await {
+        assert_eq!(seqs, (2..=101).collect::<Vec<_>>());
+        assert!(extra.is_none(), "no duplicate after the last event: {extra:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_carries_the_task_its_users_and_the_client_mutation_id() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 })).await;
+    app.ok(
+        &alice,
+        "mutation($p: ID!) { createTask(input: {projectId: $p, title: \"Live\", clientMutationId: \"c-1\"}) { id } }",
+        json!({ "p": project }),
+    )
+    .await;
+    let event = ws.next_event("e").await;
+    assert_eq!(event["seq"], 1);
+    assert_eq!(event["kind"], "TASK_CREATED");
+    assert_eq!(event["clientMutationId"], "c-1");
+    assert_eq!(event["actor"], json!({ "id": "alice", "name": "Alice" }));
+    assert_eq!(event["task"]["title"], "Live");
+    assert_eq!(event["task"]["createdBy"]["name"], "Alice");
+}
+
+#[tokio::test]
+async fn resubscribing_after_a_gap_replays_exactly_the_missed_events_then_goes_live() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 })).await;
+    assert_eq!(ws.next_event("e").await["seq"], 1);
+    ws.close().await;
+
+    for i in 0..20 {
+        rename(&app, &alice, &task, &format!("offline {i}")).await;
+    }
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 })).await;
+    for expected in 2..=21 {
+        let event = ws.next_event("e").await;
+        assert_eq!(event["seq"], expected);
+        assert_eq!(event["task"]["title"], format!("offline {}", expected - 2));
+    }
+    rename(&app, &alice, &task, "live").await;
+    let live = ws.next_event("e").await;
+    assert_eq!(live["seq"], 22);
+    assert_eq!(live["task"]["title"], "live");
+}
+
+#[tokio::test]
+async fn without_after_the_stream_starts_at_the_next_event() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project })).await;
+    // The subscription joins asynchronously; keep writing until it shows up live.
+    let mut first = None;
+    for i in 0..50 {
+        rename(&app, &alice, &task, &format!("n{i}")).await;
+        if let Some(event) = ws.next_event_within("e", 100).await {
+            first = Some(event);
+            break;
+        }
+    }
+    let first = first.expect("a live event");
+    assert!(first["seq"].as_i64().expect("seq") >= 2, "history is not replayed without after");
+    rename(&app, &alice, &task, "after").await;
+    let mut previous = first["seq"].as_i64().expect("seq");
+    loop {
+        let next = ws.next_event("e").await;
+        assert_eq!(next["seq"].as_i64(), Some(previous + 1), "no gap, no repeat");
+        previous += 1;
+        if next["task"]["title"] == "after" {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_removed_member_s_subscription_ends_with_forbidden() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let bob = app.token("bob");
+    let project = app.create_project(&alice, "P").await;
+    app.add_member(&alice, &project, "bob", "VIEWER").await;
+    let mut ws = app.ws(&bob).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 })).await;
+    app.create_task(&alice, &project, "seen").await;
+    assert_eq!(ws.next_event("e").await["seq"], 2);
+    app.ok(
+        &alice,
+        "mutation($p: ID!) { removeMember(projectId: $p, userId: \"bob\") }",
+        json!({ "p": project }),
+    )
+    .await;
+    let ended = ws.next().await.expect("a message");
+    assert_eq!(ended["type"], "error", "{ended}");
+    assert_eq!(ended["payload"][0]["extensions"]["code"], "FORBIDDEN");
+    app.create_task(&alice, &project, "unseen").await;
+    assert_eq!(ws.next_event_or_nothing().await, None, "nothing after removal");
+
+    ws.subscribe("again", EVENTS, json!({ "p": project })).await;
+    let refused = ws.next().await.expect("a message");
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_non_member_cannot_subscribe() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let mut ws = app.ws(&app.token("mallory")).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project })).await;
+    let refused = ws.next().await.expect("a message");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn deleting_the_project_delivers_the_event_and_completes_the_stream() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 })).await;
+    app.create_task(&alice, &project, "T").await;
+    assert_eq!(ws.next_event("e").await["seq"], 1, "the subscription is live");
+    app.ok(&alice, "mutation($p: ID!) { deleteProject(id: $p) }", json!({ "p": project }))
+        .await;
+    assert_eq!(ws.next_event("e").await["kind"], "PROJECT_DELETED");
+    let complete = ws.next().await.expect("complete");
+    assert_eq!(complete, json!({ "type": "complete", "id": "e" }));
+}
+
+#[tokio::test]
+async fn shutting_down_closes_websockets_with_1001() {
+    let mut app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 })).await;
+    app.shut_down().await;
+    assert_eq!(ws.close_code().await, Some(1001));
+}
+
+#[tokio::test]
+async fn queries_and_mutations_also_run_over_the_socket() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("q", "{ me { id } }", json!({})).await;
+    let answer = ws.next().await.expect("next");
+    assert_eq!(answer["payload"]["data"]["me"]["id"], "alice");
+    assert_eq!(ws.next().await.expect("complete"), json!({ "type": "complete", "id": "q" }));
+}

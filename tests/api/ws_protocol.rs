@@ -1,0 +1,125 @@
+//! The graphql-ws protocol layer: both subprotocols, auth at `connection_init`, and the close
+//! codes clients rely on.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tasknest::auth::Claims;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+use crate::subscriptions::{EVENTS, rename};
+
+#[tokio::test]
+async fn a_missing_or_bad_token_closes_the_socket_with_4403() {
+    let app = spawn_app().await;
+    for payload in [
+        json!({}),
+        json!({ "authorization": "Bearer nope" }),
+        json!({ "token": app.keys.mint("a", "A", None, Duration::from_secs(60)).unwrap() + "x" }),
+    ] {
+        let mut ws = WsClient::connect(app.addr, "graphql-transport-ws").await;
+        ws.send(json!({ "type": "connection_init", "payload": payload })).await;
+        assert_eq!(ws.close_code().await, Some(4403), "{payload}");
+    }
+}
+
+#[tokio::test]
+async fn the_token_may_come_under_any_of_the_documented_keys() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    for payload in [
+        json!({ "authorization": format!("Bearer {token}") }),
+        json!({ "Authorization": format!("Bearer {token}") }),
+        json!({ "token": token }),
+        json!({ "authorization": token }),
+    ] {
+        let mut ws = WsClient::connect(app.addr, "graphql-transport-ws").await;
+        assert_eq!(ws.init(payload.clone()).await["type"], "connection_ack", "{payload}");
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_get_their_close_codes() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+
+    let mut ws = WsClient::connect(app.addr, "graphql-transport-ws").await;
+    ws.subscribe("1", "{ me { id } }", json!({})).await;
+    assert_eq!(ws.close_code().await, Some(4401), "subscribe before init");
+
+    let mut ws = app.ws(&token).await;
+    ws.send(json!({ "type": "connection_init", "payload": { "token": token } })).await;
+    assert_eq!(ws.close_code().await, Some(4429), "a second init");
+
+    let project = app.create_project(&token, "P").await;
+    let mut ws = app.ws(&token).await;
+    ws.subscribe("dup", EVENTS, json!({ "p": project })).await;
+    ws.subscribe("dup", EVENTS, json!({ "p": project })).await;
+    assert_eq!(ws.close_code().await, Some(4409), "a duplicate id");
+
+    let mut ws = app.ws(&token).await;
+    ws.send(json!({ "type": "what_is_this" })).await;
+    assert_eq!(ws.close_code().await, Some(4400), "an unknown type");
+
+    let mut ws = app.ws(&token).await;
+    ws.send_raw(Message::Text("{not json".into())).await;
+    assert_eq!(ws.close_code().await, Some(4400), "malformed JSON");
+
+    let mut ws = app.ws(&token).await;
+    ws.send_raw(Message::Binary(vec![1, 2, 3].into())).await;
+    assert_eq!(ws.close_code().await, Some(4400), "a binary frame");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_with_4408() {
+    let app = spawn_app_with(|c| c.ws_init_timeout = Duration::from_millis(300)).await;
+    let mut ws = WsClient::connect(app.addr, "graphql-transport-ws").await;
+    assert_eq!(ws.close_code().await, Some(4408));
+}
+
+#[tokio::test]
+async fn an_expiring_token_closes_the_connection_with_4403() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now().timestamp();
+    let token = app.token_with(&Claims {
+        sub: "alice".into(),
+        name: Some("Alice".into()),
+        avatar: None,
+        exp: now + 2,
+        nbf: None,
+        iat: Some(now),
+    });
+    let mut ws = app.ws(&token).await;
+    assert_eq!(ws.close_code().await, Some(4403));
+}
+
+#[tokio::test]
+async fn ping_gets_pong_and_the_server_pings_idle_clients() {
+    let app = spawn_app_with(|c| c.ws_keepalive = Duration::from_millis(200)).await;
+    let mut ws = app.ws(&app.token("alice")).await;
+    ws.send(json!({ "type": "ping", "payload": { "n": 1 } })).await;
+    assert_eq!(ws.next().await, Some(json!({ "type": "pong", "payload": { "n": 1 } })));
+    assert_eq!(ws.next_raw_type().await.as_deref(), Some("ping"));
+}
+
+#[tokio::test]
+async fn the_legacy_graphql_ws_protocol_streams_events_too() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let mut ws = WsClient::connect(app.addr, "graphql-ws").await;
+    let ack = ws.init(json!({ "authorization": format!("Bearer {alice}") })).await;
+    assert_eq!(ack["type"], "connection_ack");
+    ws.send(json!({ "type": "start", "id": "1", "payload": { "query": EVENTS, "variables": { "p": project, "a": 0 } } }))
+        .await;
+    let first = ws.next_event("1").await;
+    assert_eq!(first["seq"], 1);
+    rename(&app, &alice, &task, "legacy").await;
+    let second = ws.next_event("1").await;
+    assert_eq!(second["task"]["title"], "legacy");
+    ws.send(json!({ "type": "stop", "id": "1" })).await;
+    rename(&app, &alice, &task, "after stop").await;
+    assert_eq!(ws.next_event_or_nothing().await, None, "stop ends the stream");
+}
