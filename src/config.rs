@@ -168,7 +168,9 @@ fn duration(
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
     move |value| match humantime::parse_duration(value) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("{var} must be a positive duration like 500ms, 10s or 30d")),
+        _ => Err(format!(
+            "{var} must be a positive duration like 500ms, 10s or 30d"
+        )),
     }
 }
 

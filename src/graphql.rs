@@ -32,9 +32,13 @@ pub type TaskNestSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema on `state`.
 pub fn build_schema(state: AppState) -> TaskNestSchema {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .data(state)
-        .finish()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .data(state)
+    .finish()
 }
 
 /// Adds what each request needs of its own: the viewer and fresh loaders. Loaders are per
@@ -60,9 +64,13 @@ pub fn prepare_request(
 
 /// The schema without any state, for printing the SDL.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .finish()
+    .sdl()
 }
 
 /// The application state from a resolver's context.

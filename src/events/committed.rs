@@ -27,7 +27,11 @@ impl CommittedEvent {
             EventPayload::default()
         });
         let users = Arc::new(payload.user_map());
-        Arc::new(Self { row, payload, users })
+        Arc::new(Self {
+            row,
+            payload,
+            users,
+        })
     }
 
     /// The event's per-project number.

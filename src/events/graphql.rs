@@ -70,7 +70,8 @@ impl ProjectEvent {
         if self.0.row.kind == EventKind::TaskDeleted {
             return None;
         }
-        self.0.payload
+        self.0
+            .payload
             .task
             .clone()
             .map(|t| Task::with_users(t, self.0.users.clone()))
@@ -80,7 +81,11 @@ impl ProjectEvent {
     /// fields for TASK_UPDATED, `name`/`description` for PROJECT_UPDATED, `userId`/`role`
     /// for member events.
     async fn changes(&self) -> Option<Json<Value>> {
-        self.0.payload.changes.clone().map(|c| Json(Value::Object(c)))
+        self.0
+            .payload
+            .changes
+            .clone()
+            .map(|c| Json(Value::Object(c)))
     }
 
     /// Echoed from the mutation input that caused the event.

@@ -3,10 +3,10 @@
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::HttpState;
@@ -26,7 +26,10 @@ pub async fn graphiql() -> impl IntoResponse {
 }
 
 /// `GET /graphql`: a WebSocket upgrade (subscriptions) or a query in the URL.
-pub async fn handle_get(State(state): State<HttpState>, request: axum::extract::Request) -> Response {
+pub async fn handle_get(
+    State(state): State<HttpState>,
+    request: axum::extract::Request,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let wants_upgrade = parts
         .headers
@@ -41,7 +44,11 @@ pub async fn handle_get(State(state): State<HttpState>, request: axum::extract::
     }
     let request = axum::extract::Request::from_parts(parts, body);
     let headers = request.headers().clone();
-    match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(request, &state).await {
+    match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
+        request, &state,
+    )
+    .await
+    {
         Ok(gql) => handle(State(state), headers, gql).await.into_response(),
         Err(rejection) => rejection.into_response(),
     }

@@ -176,7 +176,8 @@ pub async fn delete(state: &AppState, viewer: &Viewer, id: Uuid) -> Result<bool,
         &txn,
         lock,
         NewEvent::new(EventKind::ProjectDeleted, &viewer.user_id),
-    ).await?;
+    )
+    .await?;
     txn.commit().await?;
     state.realtime.committed(committed);
     Ok(true)

@@ -34,12 +34,8 @@ impl EventSubscription {
             return Err(AppError::bad_input("after", "after must be 0 or more").into());
         }
         access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
-        let stream = super::stream::project_events(
-            state.clone(),
-            viewer.user_id.clone(),
-            project_id,
-            after,
-        );
+        let stream =
+            super::stream::project_events(state.clone(), viewer.user_id.clone(), project_id, after);
         Ok(stream.map(|item| item.map(ProjectEvent::from).map_err(Into::into)))
     }
 }

@@ -203,7 +203,11 @@ struct RoomTask {
 }
 
 impl RoomTask {
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Command>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<Command>,
+        shutdown: CancellationToken,
+    ) {
         // Starting point: the project's counter now. Events up to it are history (replayed
         // from the log by subscribers that ask); events after it are this room's to deliver.
         let start = loop {

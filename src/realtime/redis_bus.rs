@@ -11,8 +11,8 @@ use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::{Bus, BusStatus};
 use super::Hub;
+use super::bus::{Bus, BusStatus};
 use crate::entities::events;
 use crate::events::CommittedEvent;
 
@@ -32,7 +32,11 @@ pub struct RedisBus {
 impl RedisBus {
     /// Connects lazily (a Redis that is down at start only makes the bus `down`) and starts
     /// the subscriber task.
-    pub fn start(url: &str, hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+    pub fn start(
+        url: &str,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
         let timeouts = || {
             ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))

@@ -30,18 +30,16 @@ pub fn project_events(
         let mut next = after.map_or(joined_at + 1, |a| a + 1);
 
         // The log up to the join point; the room's receiver holds everything after it.
-        if let Some(after) = after {
-            if after < joined_at {
-                match expired(&state, project_id, after).await {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        yield Err(AppError::CursorExpired(after));
-                        return;
-                    }
-                    Err(err) => {
-                        yield Err(err);
-                        return;
-                    }
+        if let Some(after) = after.filter(|a| *a < joined_at) {
+            match expired(&state, project_id, after).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    yield Err(AppError::CursorExpired(after));
+                    return;
+                }
+                Err(err) => {
+                    yield Err(err);
+                    return;
                 }
             }
         }

@@ -238,7 +238,8 @@ impl Connection {
                 self.init_received = true;
                 let viewer = self.authenticate(payload.as_ref()).await?;
                 let now = auth::unix_now();
-                let remaining = Duration::from_secs(viewer.expires_at.saturating_sub(now).max(0) as u64);
+                let remaining =
+                    Duration::from_secs(viewer.expires_at.saturating_sub(now).max(0) as u64);
                 self.viewer = Some(viewer);
                 send(socket, &json!({ "type": "connection_ack" }))
                     .await
@@ -298,7 +299,13 @@ impl Connection {
             .keys
             .verify(token)
             .map_err(|_| Close(4403, "Forbidden"))?;
-        if let Err(err) = self.state.app.users.ensure(&self.state.app.db, &viewer).await {
+        if let Err(err) = self
+            .state
+            .app
+            .users
+            .ensure(&self.state.app.db, &viewer)
+            .await
+        {
             tracing::error!(error = %err, user = %viewer.user_id, "cannot refresh user row");
             return Err(Close(4500, "Internal error"));
         }
@@ -316,9 +323,10 @@ impl Connection {
         }
         if let Some(extensions) = payload.extensions {
             for (key, value) in extensions {
-                request
-                    .extensions
-                    .insert(key, async_graphql::Value::from_json(value).unwrap_or_default());
+                request.extensions.insert(
+                    key,
+                    async_graphql::Value::from_json(value).unwrap_or_default(),
+                );
             }
         }
         let request = prepare_request(request, &self.state.app, Authentication::Viewer(viewer));
@@ -332,7 +340,8 @@ impl Connection {
             };
             while let Some(mut response) = responses.next().await {
                 with_error_codes(&mut response.errors);
-                let failed = response.data == async_graphql::Value::Null && !response.errors.is_empty();
+                let failed =
+                    response.data == async_graphql::Value::Null && !response.errors.is_empty();
                 let message = if failed {
                     json!({ "type": "error", "id": id, "payload": response.errors })
                 } else {

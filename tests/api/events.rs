@@ -142,3 +142,47 @@ async fn the_events_limit_is_capped_at_one_thousand() {
     assert_eq!(page["events"]["hasMore"], true);
     assert_eq!(page["events"]["lastSeq"], 1_006);
 }
+
+#[tokio::test]
+async fn a_cursor_into_pruned_history_is_cursor_expired() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    for i in 0..3 {
+        app.create_task(&alice, &project, &format!("t{i}")).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let pruned =
+        tasknest::events::retention::prune(&app.state.db, std::time::Duration::from_millis(10))
+            .await
+            .expect("prune");
+    assert_eq!(pruned, 3);
+    let response = app
+        .gql(
+            Some(&alice),
+            "query($p: ID!) { events(projectId: $p, after: 1) { lastSeq } }",
+            json!({ "p": project }),
+        )
+        .await;
+    assert_eq!(error_code(&response), Some("CURSOR_EXPIRED"), "{response}");
+
+    // Numbers are not reused after pruning, and a cursor at the head still works.
+    let up_to_date = app.events(&alice, &project, 3).await;
+    assert_eq!(up_to_date["lastSeq"], 3);
+    app.create_task(&alice, &project, "t3").await;
+    assert_eq!(seqs(&app.events(&alice, &project, 3).await), vec![4]);
+
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe(
+        "e",
+        crate::subscriptions::EVENTS,
+        json!({ "p": project, "a": 0 }),
+    )
+    .await;
+    let refused = ws.next().await.expect("a message");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "CURSOR_EXPIRED"
+    );
+}

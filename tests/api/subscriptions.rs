@@ -26,7 +26,8 @@ async fn fifty_subscribers_each_receive_every_event_of_a_hundred_mutations_in_or
     for _ in 0..50 {
         let mut ws = app.ws(&alice).await;
         // `after: 1` makes the hand-over race-free: whatever happens after seq 1 arrives.
-        ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 })).await;
+        ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 }))
+            .await;
         clients.push(ws);
     }
     for i in 0..100 {
@@ -43,7 +44,10 @@ async fn fifty_subscribers_each_receive_every_event_of_a_hundred_mutations_in_or
     });
     for (seqs, extra) in futures_util::future::join_all(readers).await {
         assert_eq!(seqs, (2..=101).collect::<Vec<_>>());
-        assert!(extra.is_none(), "no duplicate after the last event: {extra:?}");
+        assert!(
+            extra.is_none(),
+            "no duplicate after the last event: {extra:?}"
+        );
     }
 }
 
@@ -53,7 +57,8 @@ async fn an_event_carries_the_task_its_users_and_the_client_mutation_id() {
     let alice = app.token("alice");
     let project = app.create_project(&alice, "P").await;
     let mut ws = app.ws(&alice).await;
-    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 })).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 }))
+        .await;
     app.ok(
         &alice,
         "mutation($p: ID!) { createTask(input: {projectId: $p, title: \"Live\", clientMutationId: \"c-1\"}) { id } }",
@@ -76,7 +81,8 @@ async fn resubscribing_after_a_gap_replays_exactly_the_missed_events_then_goes_l
     let project = app.create_project(&alice, "P").await;
     let task = app.create_task(&alice, &project, "T").await;
     let mut ws = app.ws(&alice).await;
-    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 })).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 }))
+        .await;
     assert_eq!(ws.next_event("e").await["seq"], 1);
     ws.close().await;
 
@@ -84,7 +90,8 @@ async fn resubscribing_after_a_gap_replays_exactly_the_missed_events_then_goes_l
         rename(&app, &alice, &task, &format!("offline {i}")).await;
     }
     let mut ws = app.ws(&alice).await;
-    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 })).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 }))
+        .await;
     for expected in 2..=21 {
         let event = ws.next_event("e").await;
         assert_eq!(event["seq"], expected);
@@ -114,12 +121,19 @@ async fn without_after_the_stream_starts_at_the_next_event() {
         }
     }
     let first = first.expect("a live event");
-    assert!(first["seq"].as_i64().expect("seq") >= 2, "history is not replayed without after");
+    assert!(
+        first["seq"].as_i64().expect("seq") >= 2,
+        "history is not replayed without after"
+    );
     rename(&app, &alice, &task, "after").await;
     let mut previous = first["seq"].as_i64().expect("seq");
     loop {
         let next = ws.next_event("e").await;
-        assert_eq!(next["seq"].as_i64(), Some(previous + 1), "no gap, no repeat");
+        assert_eq!(
+            next["seq"].as_i64(),
+            Some(previous + 1),
+            "no gap, no repeat"
+        );
         previous += 1;
         if next["task"]["title"] == "after" {
             break;
@@ -135,7 +149,8 @@ async fn a_removed_member_s_subscription_ends_with_forbidden() {
     let project = app.create_project(&alice, "P").await;
     app.add_member(&alice, &project, "bob", "VIEWER").await;
     let mut ws = app.ws(&bob).await;
-    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 })).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 1 }))
+        .await;
     app.create_task(&alice, &project, "seen").await;
     assert_eq!(ws.next_event("e").await["seq"], 2);
     app.ok(
@@ -148,7 +163,11 @@ async fn a_removed_member_s_subscription_ends_with_forbidden() {
     assert_eq!(ended["type"], "error", "{ended}");
     assert_eq!(ended["payload"][0]["extensions"]["code"], "FORBIDDEN");
     app.create_task(&alice, &project, "unseen").await;
-    assert_eq!(ws.next_event_or_nothing().await, None, "nothing after removal");
+    assert_eq!(
+        ws.next_event_or_nothing().await,
+        None,
+        "nothing after removal"
+    );
 
     ws.subscribe("again", EVENTS, json!({ "p": project })).await;
     let refused = ws.next().await.expect("a message");
@@ -174,11 +193,20 @@ async fn deleting_the_project_delivers_the_event_and_completes_the_stream() {
     let alice = app.token("alice");
     let project = app.create_project(&alice, "P").await;
     let mut ws = app.ws(&alice).await;
-    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 })).await;
-    app.create_task(&alice, &project, "T").await;
-    assert_eq!(ws.next_event("e").await["seq"], 1, "the subscription is live");
-    app.ok(&alice, "mutation($p: ID!) { deleteProject(id: $p) }", json!({ "p": project }))
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 }))
         .await;
+    app.create_task(&alice, &project, "T").await;
+    assert_eq!(
+        ws.next_event("e").await["seq"],
+        1,
+        "the subscription is live"
+    );
+    app.ok(
+        &alice,
+        "mutation($p: ID!) { deleteProject(id: $p) }",
+        json!({ "p": project }),
+    )
+    .await;
     assert_eq!(ws.next_event("e").await["kind"], "PROJECT_DELETED");
     let complete = ws.next().await.expect("complete");
     assert_eq!(complete, json!({ "type": "complete", "id": "e" }));
@@ -190,7 +218,8 @@ async fn shutting_down_closes_websockets_with_1001() {
     let alice = app.token("alice");
     let project = app.create_project(&alice, "P").await;
     let mut ws = app.ws(&alice).await;
-    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 })).await;
+    ws.subscribe("e", EVENTS, json!({ "p": project, "a": 0 }))
+        .await;
     app.shut_down().await;
     assert_eq!(ws.close_code().await, Some(1001));
 }
@@ -203,5 +232,45 @@ async fn queries_and_mutations_also_run_over_the_socket() {
     ws.subscribe("q", "{ me { id } }", json!({})).await;
     let answer = ws.next().await.expect("next");
     assert_eq!(answer["payload"]["data"]["me"]["id"], "alice");
-    assert_eq!(ws.next().await.expect("complete"), json!({ "type": "complete", "id": "q" }));
+    assert_eq!(
+        ws.next().await.expect("complete"),
+        json!({ "type": "complete", "id": "q" })
+    );
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_far_behind_its_room_catches_up_from_the_log() {
+    use futures_util::StreamExt;
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let project_id = uuid::Uuid::parse_str(&project).unwrap();
+    let stream = tasknest::realtime::stream::project_events(
+        app.state.clone(),
+        "alice".into(),
+        project_id,
+        Some(0),
+    );
+    futures_util::pin_mut!(stream);
+    assert_eq!(stream.next().await.unwrap().unwrap().seq(), 1);
+    // The stream is not polled while more events than the room keeps (1,024) happen: its
+    // receiver lags and the missing range must come from the log.
+    let total = tasknest::realtime::hub::ROOM_BUFFER as i64 + 100;
+    for i in 0..total {
+        app.ok(
+            &alice,
+            "mutation($id: ID!, $p: Float!) { updateTask(id: $id, patch: {position: $p}) { __typename } }",
+            json!({ "id": task["id"], "p": i as f64 }),
+        )
+        .await;
+    }
+    for expected in 2..=total + 1 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event")
+            .expect("stream open")
+            .expect("no error");
+        assert_eq!(event.seq(), expected);
+    }
 }

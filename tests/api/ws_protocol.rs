@@ -19,7 +19,8 @@ async fn a_missing_or_bad_token_closes_the_socket_with_4403() {
         json!({ "token": app.keys.mint("a", "A", None, Duration::from_secs(60)).unwrap() + "x" }),
     ] {
         let mut ws = WsClient::connect(app.addr, "graphql-transport-ws").await;
-        ws.send(json!({ "type": "connection_init", "payload": payload })).await;
+        ws.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
         assert_eq!(ws.close_code().await, Some(4403), "{payload}");
     }
 }
@@ -35,7 +36,11 @@ async fn the_token_may_come_under_any_of_the_documented_keys() {
         json!({ "authorization": token }),
     ] {
         let mut ws = WsClient::connect(app.addr, "graphql-transport-ws").await;
-        assert_eq!(ws.init(payload.clone()).await["type"], "connection_ack", "{payload}");
+        assert_eq!(
+            ws.init(payload.clone()).await["type"],
+            "connection_ack",
+            "{payload}"
+        );
     }
 }
 
@@ -49,7 +54,8 @@ async fn protocol_violations_get_their_close_codes() {
     assert_eq!(ws.close_code().await, Some(4401), "subscribe before init");
 
     let mut ws = app.ws(&token).await;
-    ws.send(json!({ "type": "connection_init", "payload": { "token": token } })).await;
+    ws.send(json!({ "type": "connection_init", "payload": { "token": token } }))
+        .await;
     assert_eq!(ws.close_code().await, Some(4429), "a second init");
 
     let project = app.create_project(&token, "P").await;
@@ -98,8 +104,12 @@ async fn an_expiring_token_closes_the_connection_with_4403() {
 async fn ping_gets_pong_and_the_server_pings_idle_clients() {
     let app = spawn_app_with(|c| c.ws_keepalive = Duration::from_millis(200)).await;
     let mut ws = app.ws(&app.token("alice")).await;
-    ws.send(json!({ "type": "ping", "payload": { "n": 1 } })).await;
-    assert_eq!(ws.next().await, Some(json!({ "type": "pong", "payload": { "n": 1 } })));
+    ws.send(json!({ "type": "ping", "payload": { "n": 1 } }))
+        .await;
+    assert_eq!(
+        ws.next().await,
+        Some(json!({ "type": "pong", "payload": { "n": 1 } }))
+    );
     assert_eq!(ws.next_raw_type().await.as_deref(), Some("ping"));
 }
 
@@ -110,7 +120,9 @@ async fn the_legacy_graphql_ws_protocol_streams_events_too() {
     let project = app.create_project(&alice, "P").await;
     let task = app.create_task(&alice, &project, "T").await;
     let mut ws = WsClient::connect(app.addr, "graphql-ws").await;
-    let ack = ws.init(json!({ "authorization": format!("Bearer {alice}") })).await;
+    let ack = ws
+        .init(json!({ "authorization": format!("Bearer {alice}") }))
+        .await;
     assert_eq!(ack["type"], "connection_ack");
     ws.send(json!({ "type": "start", "id": "1", "payload": { "query": EVENTS, "variables": { "p": project, "a": 0 } } }))
         .await;
@@ -121,5 +133,9 @@ async fn the_legacy_graphql_ws_protocol_streams_events_too() {
     assert_eq!(second["task"]["title"], "legacy");
     ws.send(json!({ "type": "stop", "id": "1" })).await;
     rename(&app, &alice, &task, "after stop").await;
-    assert_eq!(ws.next_event_or_nothing().await, None, "stop ends the stream");
+    assert_eq!(
+        ws.next_event_or_nothing().await,
+        None,
+        "stop ends the stream"
+    );
 }

@@ -189,7 +189,9 @@ impl TestApp {
     /// A graphql-ws (`graphql-transport-ws`) connection, initialised with `token`.
     pub async fn ws(&self, token: &str) -> WsClient {
         let mut client = WsClient::connect(self.addr, "graphql-transport-ws").await;
-        let ack = client.init(json!({ "authorization": format!("Bearer {token}") })).await;
+        let ack = client
+            .init(json!({ "authorization": format!("Bearer {token}") }))
+            .await;
         assert_eq!(ack["type"], "connection_ack", "{ack}");
         client
     }
