@@ -8,7 +8,10 @@ use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use std::sync::Arc;
+
 use crate::graphql::TaskNestSchema;
+use crate::realtime::multiplex::Multiplexer;
 use crate::state::AppState;
 
 /// Router state: the app state and the schema built on it.
@@ -16,6 +19,8 @@ use crate::state::AppState;
 pub struct HttpState {
     pub app: AppState,
     pub schema: TaskNestSchema,
+    /// Shared executions of identical live subscriptions.
+    pub multiplexer: Arc<Multiplexer>,
 }
 
 /// All routes of the service.
@@ -28,5 +33,9 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
         .layer(TraceLayer::new_for_http())
         // A panic becomes a 500 with no details instead of a dropped connection.
         .layer(CatchPanicLayer::new())
-        .with_state(HttpState { app, schema })
+        .with_state(HttpState {
+            app,
+            schema,
+            multiplexer: Arc::new(Multiplexer::default()),
+        })
 }

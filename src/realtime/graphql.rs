@@ -1,7 +1,10 @@
 //! The `projectEvents` subscription.
 
 use async_graphql::{Context, ID, Result, Subscription};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use super::multiplex::{ResumeAfter, SharedFeed};
 
 use crate::auth;
 use crate::entities::project_members::Role;
@@ -26,16 +29,30 @@ impl EventSubscription {
         ctx: &Context<'_>,
         project_id: ID,
         #[graphql(desc = "Replay events after this seq first.")] after: Option<i64>,
-    ) -> Result<impl Stream<Item = Result<ProjectEvent>> + use<>> {
+    ) -> Result<BoxStream<'static, Result<ProjectEvent>>> {
         let viewer = auth::viewer(ctx)?;
         let state = app_state(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
+        // A shared execution group feeds its events in; its members were checked one by one.
+        if let Some(feed) = ctx.data_opt::<SharedFeed>() {
+            let receiver = feed
+                .0
+                .lock()
+                .map_err(|_| AppError::Internal(anyhow::anyhow!("shared feed poisoned")))?
+                .take()
+                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("shared feed taken twice")))?;
+            let events = tokio_stream::wrappers::ReceiverStream::new(receiver);
+            return Ok(events.map(|event| Ok(ProjectEvent::from(event))).boxed());
+        }
+        let after = after.or_else(|| ctx.data_opt::<ResumeAfter>().map(|r| r.0));
         if after.is_some_and(|a| a < 0) {
             return Err(AppError::bad_input("after", "after must be 0 or more").into());
         }
         access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
         let stream =
             super::stream::project_events(state.clone(), viewer.user_id.clone(), project_id, after);
-        Ok(stream.map(|item| item.map(ProjectEvent::from).map_err(Into::into)))
+        Ok(stream
+            .map(|item| item.map(ProjectEvent::from).map_err(Into::into))
+            .boxed())
     }
 }

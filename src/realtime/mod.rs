@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod graphql;
 pub mod hub;
+pub mod multiplex;
 pub mod redis_bus;
 pub mod stream;
 pub mod ws;

@@ -12,6 +12,8 @@ use crate::error::AppError;
 use crate::events::{CommittedEvent, log};
 use crate::state::AppState;
 
+use super::hub::Membership;
+
 /// Largest page read from the log while replaying or catching up.
 const PAGE: u64 = 500;
 
@@ -25,6 +27,24 @@ pub fn project_events(
 ) -> impl Stream<Item = Result<Arc<CommittedEvent>, AppError>> {
     async_stream::stream! {
         let membership = state.realtime.hub.join(project_id).await;
+        let events = from_membership(state, user_id, project_id, after, membership);
+        futures_util::pin_mut!(events);
+        while let Some(item) = futures_util::StreamExt::next(&mut events).await {
+            yield item;
+        }
+    }
+}
+
+/// Like [`project_events`], from a room membership the caller already holds (so that it
+/// knows the seq the live part starts after).
+pub fn from_membership(
+    state: AppState,
+    user_id: String,
+    project_id: Uuid,
+    after: Option<i64>,
+    membership: Membership,
+) -> impl Stream<Item = Result<Arc<CommittedEvent>, AppError>> {
+    async_stream::stream! {
         let mut live = membership.events;
         let joined_at = membership.last_seq;
         let mut next = after.map_or(joined_at + 1, |a| a + 1);
@@ -107,7 +127,8 @@ pub fn project_events(
     }
 }
 
-enum Verdict {
+/// What a subscriber does with an event.
+pub enum Verdict {
     Deliver,
     /// Deliver, then end the stream (the project is gone).
     LastOne,
@@ -115,7 +136,8 @@ enum Verdict {
     Removed,
 }
 
-fn verdict(event: &CommittedEvent, user_id: &str) -> Verdict {
+/// Whether `user_id` gets `event`, gets it as the last one, or has lost access.
+pub fn verdict(event: &CommittedEvent, user_id: &str) -> Verdict {
     match event.row.kind {
         EventKind::MemberRemoved if event.subject_user() == Some(user_id) => Verdict::Removed,
         EventKind::ProjectDeleted => Verdict::LastOne,
@@ -123,7 +145,8 @@ fn verdict(event: &CommittedEvent, user_id: &str) -> Verdict {
     }
 }
 
-fn removed() -> AppError {
+/// The error that ends the streams of a removed member.
+pub fn removed() -> AppError {
     AppError::Forbidden("you were removed from this project")
 }
 

@@ -274,3 +274,62 @@ async fn a_subscriber_that_falls_far_behind_its_room_catches_up_from_the_log() {
         assert_eq!(event.seq(), expected);
     }
 }
+
+#[tokio::test]
+async fn identical_live_subscriptions_share_one_execution_and_still_check_each_member() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    app.add_member(&alice, &project, "bob", "VIEWER").await;
+    app.add_member(&alice, &project, "carol", "VIEWER").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let live = "subscription($p: ID!) { projectEvents(projectId: $p) { seq kind task { title } } }";
+    let mut clients = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        let mut ws = app.ws(&app.token(user)).await;
+        ws.subscribe("live", live, json!({ "p": project })).await;
+        clients.push(ws);
+    }
+    // Live from now: write until every subscriber has seen an event, then compare.
+    let mut last_seen = [0i64; 3];
+    for i in 0..100 {
+        rename(&app, &alice, &task, &format!("warm {i}")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        for (k, ws) in clients.iter_mut().enumerate() {
+            while let Some(event) = ws.next_event_within("live", 20).await {
+                last_seen[k] = event["seq"].as_i64().unwrap();
+            }
+        }
+        if last_seen.iter().all(|s| *s > 0) && last_seen.iter().all(|s| *s == last_seen[0]) {
+            break;
+        }
+    }
+    assert!(last_seen[0] > 0 && last_seen.iter().all(|s| *s == last_seen[0]), "{last_seen:?}");
+    let base = last_seen[0];
+
+    rename(&app, &alice, &task, "shared").await;
+    for ws in &mut clients {
+        let event = ws.next_event("live").await;
+        assert_eq!(event["seq"], base + 1);
+        assert_eq!(event["task"]["title"], "shared");
+    }
+    app.ok(
+        &alice,
+        "mutation($p: ID!) { removeMember(projectId: $p, userId: \"bob\") }",
+        json!({ "p": project }),
+    )
+    .await;
+    let bob = &mut clients[1];
+    let ended = bob.next().await.expect("a message");
+    assert_eq!(ended["payload"][0]["extensions"]["code"], "FORBIDDEN", "{ended}");
+    for k in [0, 2] {
+        let event = clients[k].next_event("live").await;
+        assert_eq!(event["kind"], "MEMBER_REMOVED");
+        assert_eq!(event["seq"], base + 2);
+    }
+    rename(&app, &alice, &task, "after bob").await;
+    for k in [0, 2] {
+        assert_eq!(clients[k].next_event("live").await["seq"], base + 3);
+    }
+    assert_eq!(clients[1].next_event_or_nothing().await, None);
+}
