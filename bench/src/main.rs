@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tasknest::auth::JwtKeys;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+mod raw;
 
 const SECRET: &str = "benchmark-secret-benchmark-secret-0123456789";
 
@@ -69,7 +67,7 @@ impl Drop for Server {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bin = match &args.server_bin {
@@ -337,30 +335,10 @@ const UPDATE: &str = "mutation($id: ID!, $p: Float!, $c: String) { updateTask(id
 const SUBSCRIPTION: &str =
     "subscription($p: ID!) { projectEvents(projectId: $p) { seq clientMutationId } }";
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = raw::RawSocket;
 
 async fn connect(port: u16, token: &str, project: &str) -> anyhow::Result<Socket> {
-    let mut request = format!("ws://127.0.0.1:{port}/graphql").into_client_request()?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
-    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
-    socket.send(Message::Text(init.to_string().into())).await?;
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) if text.contains("connection_ack") => break,
-            Some(Ok(_)) => continue,
-            other => bail!("no connection_ack: {other:?}"),
-        }
-    }
-    let subscribe = json!({ "type": "subscribe", "id": "1", "payload": { "query": SUBSCRIPTION, "variables": { "p": project } } });
-    socket
-        .send(Message::Text(subscribe.to_string().into()))
-        .await?;
-    Ok(socket)
+    raw::RawSocket::open(port, token, SUBSCRIPTION, json!({ "p": project })).await
 }
 
 struct Reader {
@@ -376,16 +354,13 @@ struct Reader {
 
 impl Reader {
     async fn run(self, mut socket: Socket) {
-        while let Some(Ok(message)) = socket.next().await {
-            let Message::Text(text) = message else {
-                continue;
-            };
+        while let Ok(text) = socket.next_text().await {
             let now = self.clock.elapsed().as_nanos() as u64;
             // A cheap scan instead of a JSON parse: the bench shares the CPU with the servers.
             let Some(at) = text.find("\"clientMutationId\":\"") else {
                 continue;
             };
-            let rest = &text.as_str()[at + 20..];
+            let rest = &text[at + 20..];
             if rest.starts_with('w') {
                 self.warmed.fetch_add(1, Ordering::Relaxed);
                 continue;

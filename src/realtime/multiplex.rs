@@ -53,7 +53,11 @@ pub struct GroupKey {
 impl GroupKey {
     /// The key of a request, when it is a single `projectEvents` subscription without
     /// `after` whose project id is known.
-    pub fn of(query: &str, variables: &serde_json::Value, operation_name: Option<&str>) -> Option<Self> {
+    pub fn of(
+        query: &str,
+        variables: &serde_json::Value,
+        operation_name: Option<&str>,
+    ) -> Option<Self> {
         let document = async_graphql::parser::parse_query(query).ok()?;
         let operation = match (&document.operations, operation_name) {
             (DocumentOperations::Single(op), _) => op,
@@ -64,7 +68,15 @@ impl GroupKey {
         if operation.ty != OperationType::Subscription || !operation.directives.is_empty() {
             return None;
         }
-        let [Selection::Field(field)] = operation.selection_set.node.items.as_slice().iter().map(|s| &s.node).collect::<Vec<_>>()[..] else {
+        let [Selection::Field(field)] = operation
+            .selection_set
+            .node
+            .items
+            .as_slice()
+            .iter()
+            .map(|s| &s.node)
+            .collect::<Vec<_>>()[..]
+        else {
             return None;
         };
         let field = &field.node;
@@ -183,7 +195,8 @@ impl Multiplexer {
         });
         let (feed_tx, feed_rx) = mpsc::channel(1);
         let variables: serde_json::Value = serde_json::from_str(&key.variables).unwrap_or_default();
-        let mut request = Request::new(key.query.clone()).variables(Variables::from_json(variables));
+        let mut request =
+            Request::new(key.query.clone()).variables(Variables::from_json(variables));
         if let Some(name) = &key.operation_name {
             request = request.operation_name(name.clone());
         }
@@ -243,7 +256,9 @@ impl GroupTask {
             if feed.send(event.clone()).await.is_err() {
                 break;
             }
-            let Some(mut response) = responses.next().await else { break };
+            let Some(mut response) = responses.next().await else {
+                break;
+            };
             with_error_codes(&mut response.errors);
             let failed = response.data == async_graphql::Value::Null && !response.errors.is_empty();
             let payload = if failed {

@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::auth::{self, Authentication, Viewer};
+use crate::entities::project_members::Role;
 use crate::error::with_error_codes;
 use crate::graphql::prepare_request;
-use crate::entities::project_members::Role;
 use crate::http::HttpState;
 use crate::projects::access;
 
@@ -327,7 +327,11 @@ impl Connection {
             protocol: self.protocol,
         };
         let variables = payload.variables.clone().unwrap_or(Value::Null);
-        if let Some(key) = GroupKey::of(&payload.query, &variables, payload.operation_name.as_deref()) {
+        if let Some(key) = GroupKey::of(
+            &payload.query,
+            &variables,
+            payload.operation_name.as_deref(),
+        ) {
             let state = self.state.clone();
             return tokio::spawn(shared(state, key, payload, viewer, sink));
         }
@@ -355,9 +359,10 @@ fn build_request(
     }
     if let Some(extensions) = payload.extensions {
         for (key, value) in extensions {
-            request
-                .extensions
-                .insert(key, async_graphql::Value::from_json(value).unwrap_or_default());
+            request.extensions.insert(
+                key,
+                async_graphql::Value::from_json(value).unwrap_or_default(),
+            );
         }
     }
     let request = prepare_request(request, &state.app, Authentication::Viewer(viewer));
@@ -369,15 +374,29 @@ fn build_request(
 
 /// A member of a shared group: checks access, forwards the group's serialized payloads, and
 /// resumes on its own execution if it falls behind or the group ends early.
-async fn shared(state: HttpState, key: GroupKey, payload: OperationPayload, viewer: Viewer, sink: Sink) {
-    if let Err(err) = access::require(&state.app.db, key.project_id, &viewer.user_id, Role::Viewer).await {
-        let mut error = async_graphql::Error::from(err).into_server_error(async_graphql::Pos::default());
-        error.path = vec![async_graphql::PathSegment::Field("projectEvents".to_owned())];
+async fn shared(
+    state: HttpState,
+    key: GroupKey,
+    payload: OperationPayload,
+    viewer: Viewer,
+    sink: Sink,
+) {
+    if let Err(err) =
+        access::require(&state.app.db, key.project_id, &viewer.user_id, Role::Viewer).await
+    {
+        let mut error =
+            async_graphql::Error::from(err).into_server_error(async_graphql::Pos::default());
+        error.path = vec![async_graphql::PathSegment::Field(
+            "projectEvents".to_owned(),
+        )];
         let errors = serde_json::to_string(&[error]).unwrap_or_else(|_| "[]".to_owned());
         sink.error(&errors).await;
         return;
     }
-    let share = state.multiplexer.join(key, &state.app, &state.schema, &viewer).await;
+    let share = state
+        .multiplexer
+        .join(key, &state.app, &state.schema, &viewer)
+        .await;
     let mut messages = share.messages;
     let mut last = share.start;
     loop {
@@ -397,7 +416,8 @@ async fn shared(state: HttpState, key: GroupKey, payload: OperationPayload, view
             Verdict::Removed => {
                 let error = async_graphql::Error::from(removed())
                     .into_server_error(async_graphql::Pos::default());
-                sink.error(&serde_json::to_string(&[error]).unwrap_or_default()).await;
+                sink.error(&serde_json::to_string(&[error]).unwrap_or_default())
+                    .await;
                 return;
             }
             _ if message.failed => {
@@ -437,30 +457,46 @@ impl Sink {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
-        let text = format!("{{\"type\":\"{kind}\",\"id\":{},\"payload\":{payload}}}", self.id_json);
+        let text = format!(
+            "{{\"type\":\"{kind}\",\"id\":{},\"payload\":{payload}}}",
+            self.id_json
+        );
         self.outgoing.send(Outgoing::Text(text)).await.is_ok()
     }
 
     /// Sends an `error` message (the payload is a serialized errors array) and ends.
     async fn error(&self, errors: &str) {
-        let text = format!("{{\"type\":\"error\",\"id\":{},\"payload\":{errors}}}", self.id_json);
+        let text = format!(
+            "{{\"type\":\"error\",\"id\":{},\"payload\":{errors}}}",
+            self.id_json
+        );
         let _ = self.outgoing.send(Outgoing::Text(text)).await;
-        let _ = self.outgoing.send(Outgoing::Finished(self.id.clone())).await;
+        let _ = self
+            .outgoing
+            .send(Outgoing::Finished(self.id.clone()))
+            .await;
     }
 
     /// Sends `complete` and ends.
     async fn complete(&self) {
         let text = format!("{{\"type\":\"complete\",\"id\":{}}}", self.id_json);
         let _ = self.outgoing.send(Outgoing::Text(text)).await;
-        let _ = self.outgoing.send(Outgoing::Finished(self.id.clone())).await;
+        let _ = self
+            .outgoing
+            .send(Outgoing::Finished(self.id.clone()))
+            .await;
     }
 
     /// Forwards every response of an execution, then `complete`.
-    async fn forward(&self, mut responses: futures_util::stream::BoxStream<'static, async_graphql::Response>) {
+    async fn forward(
+        &self,
+        mut responses: futures_util::stream::BoxStream<'static, async_graphql::Response>,
+    ) {
         while let Some(mut response) = responses.next().await {
             with_error_codes(&mut response.errors);
             if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
-                self.error(&serde_json::to_string(&response.errors).unwrap_or_default()).await;
+                self.error(&serde_json::to_string(&response.errors).unwrap_or_default())
+                    .await;
                 return;
             }
             let payload = serde_json::to_string(&response).unwrap_or_default();

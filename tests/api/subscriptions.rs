@@ -304,7 +304,10 @@ async fn identical_live_subscriptions_share_one_execution_and_still_check_each_m
             break;
         }
     }
-    assert!(last_seen[0] > 0 && last_seen.iter().all(|s| *s == last_seen[0]), "{last_seen:?}");
+    assert!(
+        last_seen[0] > 0 && last_seen.iter().all(|s| *s == last_seen[0]),
+        "{last_seen:?}"
+    );
     let base = last_seen[0];
 
     rename(&app, &alice, &task, "shared").await;
@@ -321,7 +324,10 @@ async fn identical_live_subscriptions_share_one_execution_and_still_check_each_m
     .await;
     let bob = &mut clients[1];
     let ended = bob.next().await.expect("a message");
-    assert_eq!(ended["payload"][0]["extensions"]["code"], "FORBIDDEN", "{ended}");
+    assert_eq!(
+        ended["payload"][0]["extensions"]["code"], "FORBIDDEN",
+        "{ended}"
+    );
     for k in [0, 2] {
         let event = clients[k].next_event("live").await;
         assert_eq!(event["kind"], "MEMBER_REMOVED");
