@@ -69,6 +69,24 @@ pub struct Conflict {
     pub client_mutation_id: Option<String>,
 }
 
+impl Conflict {
+    /// A write to a deleted task.
+    fn deleted(
+        task_id: Uuid,
+        your_patch: Map<String, Value>,
+        client_mutation_id: Option<String>,
+    ) -> Self {
+        Self {
+            task_id,
+            reason: ConflictReason::TaskDeleted,
+            server_task: None,
+            your_patch,
+            conflicting_fields: Vec::new(),
+            client_mutation_id,
+        }
+    }
+}
+
 /// The result of `updateTask`.
 #[derive(Debug)]
 pub enum UpdateOutcome {
@@ -224,19 +242,18 @@ pub async fn update(
 ) -> Result<UpdateOutcome, AppError> {
     let client_mutation_id =
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
-    let project_id = project_of(state, id).await?;
-    let txn = state.db.begin().await?;
-    let lock = lock_for_write(&txn, project_id, viewer, "task").await?;
-    let current = task_in(&txn, id).await?;
+    let TaskWrite {
+        txn,
+        lock,
+        current,
+        project_id,
+    } = begin_task_write(state, viewer, id).await?;
     if current.deleted_at.is_some() {
-        return Ok(UpdateOutcome::Conflict(Conflict {
-            task_id: id,
-            reason: ConflictReason::TaskDeleted,
-            server_task: None,
-            your_patch: patch.to_json(),
-            conflicting_fields: Vec::new(),
+        return Ok(UpdateOutcome::Conflict(Conflict::deleted(
+            id,
+            patch.to_json(),
             client_mutation_id,
-        }));
+        )));
     }
     check_base_version(base_version, current.version)?;
     let changes = patch.changes_against(&current);
@@ -294,19 +311,18 @@ pub async fn delete(
 ) -> Result<DeleteOutcome, AppError> {
     let client_mutation_id =
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
-    let project_id = project_of(state, id).await?;
-    let txn = state.db.begin().await?;
-    let lock = lock_for_write(&txn, project_id, viewer, "task").await?;
-    let current = task_in(&txn, id).await?;
+    let TaskWrite {
+        txn,
+        lock,
+        current,
+        project_id,
+    } = begin_task_write(state, viewer, id).await?;
     if current.deleted_at.is_some() {
-        return Ok(DeleteOutcome::Conflict(Box::new(Conflict {
-            task_id: id,
-            reason: ConflictReason::TaskDeleted,
-            server_task: None,
-            your_patch: Map::new(),
-            conflicting_fields: Vec::new(),
+        return Ok(DeleteOutcome::Conflict(Box::new(Conflict::deleted(
+            id,
+            Map::new(),
             client_mutation_id,
-        })));
+        ))));
     }
     check_base_version(base_version, current.version)?;
     if let Some(base) = base_version.filter(|b| *b < current.version) {
@@ -345,6 +361,33 @@ pub async fn delete(
     txn.commit().await?;
     state.realtime.committed(committed);
     Ok(DeleteOutcome::Deleted(id))
+}
+
+/// A write to an existing task in progress: the transaction, the project's log lock, and
+/// the task (possibly a tombstone) as it is under that lock.
+struct TaskWrite {
+    txn: DatabaseTransaction,
+    lock: SeqLock,
+    current: tasks::Model,
+    project_id: Uuid,
+}
+
+/// Locks the task's project for writing (EDITOR) and reads the task under the lock.
+async fn begin_task_write(
+    state: &AppState,
+    viewer: &Viewer,
+    id: Uuid,
+) -> Result<TaskWrite, AppError> {
+    let project_id = project_of(state, id).await?;
+    let txn = state.db.begin().await?;
+    let lock = lock_for_write(&txn, project_id, viewer, "task").await?;
+    let current = task_in(&txn, id).await?;
+    Ok(TaskWrite {
+        txn,
+        lock,
+        current,
+        project_id,
+    })
 }
 
 /// The project of a task (live or tombstone), or `NOT_FOUND` for an id that never existed.
