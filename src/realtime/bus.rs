@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::Hub;
+use super::conflicts::ConflictNotice;
 use crate::events::CommittedEvent;
 
 /// Health of the bus, for `/readyz`.
@@ -32,6 +33,8 @@ impl BusStatus {
 pub trait Bus: Send + Sync + 'static {
     /// Publishes without waiting; failures are logged and repaired from the log.
     fn publish(&self, event: Arc<CommittedEvent>);
+    /// Publishes a conflict notice without waiting; a lost one is not repaired.
+    fn publish_conflict(&self, notice: Arc<ConflictNotice>);
     /// Current health.
     fn status(&self) -> BusStatus;
 }
@@ -51,6 +54,10 @@ impl InProcessBus {
 impl Bus for InProcessBus {
     fn publish(&self, event: Arc<CommittedEvent>) {
         self.hub.deliver(event);
+    }
+
+    fn publish_conflict(&self, notice: Arc<ConflictNotice>) {
+        self.hub.deliver_conflict(notice);
     }
 
     fn status(&self) -> BusStatus {

@@ -13,6 +13,7 @@ use crate::events::graphql::ProjectEvent;
 use crate::graphql::app_state;
 use crate::ids::parse_uuid;
 use crate::projects::access;
+use crate::tasks::graphql::TaskConflict;
 
 /// Subscriptions to a project's events.
 #[derive(Default)]
@@ -53,6 +54,32 @@ impl EventSubscription {
             super::stream::project_events(state.clone(), viewer.user_id.clone(), project_id, after);
         Ok(stream
             .map(|item| item.map(ProjectEvent::from).map_err(Into::into))
+            .boxed())
+    }
+
+    /// Conflicts of the viewer's own writes in this project, from any of its connections
+    /// and instances: the other tab or device that made an optimistic change learns here
+    /// that it lost, with the server's task to roll back to.
+    async fn conflicts(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+    ) -> Result<BoxStream<'static, TaskConflict>> {
+        let viewer = auth::viewer(ctx)?;
+        let state = app_state(ctx)?;
+        let project_id = parse_uuid("projectId", &project_id)?;
+        access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
+        let user_id = viewer.user_id.clone();
+        let notices =
+            tokio_stream::wrappers::BroadcastStream::new(state.realtime.hub.conflict_notices());
+        Ok(notices
+            .filter_map(move |notice| {
+                let wanted = notice
+                    .ok()
+                    .filter(|n| n.project_id == project_id && n.user_id == user_id)
+                    .map(|n| TaskConflict::from(n.conflict.clone()));
+                std::future::ready(wanted)
+            })
             .boxed())
     }
 }

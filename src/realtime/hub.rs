@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::conflicts::ConflictNotice;
 use crate::entities::projects;
 use crate::events::{CommittedEvent, log};
 
@@ -43,6 +44,10 @@ struct Room {
 /// This instance's rooms.
 pub struct Hub {
     db: DatabaseConnection,
+    /// This instance's id, to tell its own notices from others' on a shared bus.
+    instance: Uuid,
+    /// Conflict notices for this instance's `conflicts` subscriptions (rare: one channel).
+    conflicts: broadcast::Sender<Arc<ConflictNotice>>,
     rooms: Mutex<HashMap<Uuid, Room>>,
     shutdown: CancellationToken,
 }
@@ -58,6 +63,8 @@ impl Hub {
     pub fn new(db: DatabaseConnection, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             db,
+            instance: Uuid::new_v4(),
+            conflicts: broadcast::channel(256).0,
             rooms: Mutex::new(HashMap::new()),
             shutdown,
         })
@@ -72,6 +79,21 @@ impl Hub {
         if let Some(room) = self.rooms().get(&event.row.project_id) {
             let _ = room.commands.send(Command::Deliver(event));
         }
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> Uuid {
+        self.instance
+    }
+
+    /// Hands a conflict notice to this instance's `conflicts` subscriptions.
+    pub fn deliver_conflict(&self, notice: Arc<ConflictNotice>) {
+        let _ = self.conflicts.send(notice);
+    }
+
+    /// Conflict notices from now on.
+    pub fn conflict_notices(&self) -> broadcast::Receiver<Arc<ConflictNotice>> {
+        self.conflicts.subscribe()
     }
 
     /// Asks every room to fetch what it may have missed (after a bus reconnect).

@@ -6,6 +6,7 @@
 //! seq N+1 only after N, fetching from the log whatever the bus lost.
 
 pub mod bus;
+pub mod conflicts;
 pub mod graphql;
 pub mod hub;
 pub mod multiplex;
@@ -17,6 +18,9 @@ use std::sync::Arc;
 
 use crate::entities::events;
 use crate::events::CommittedEvent;
+use crate::tasks::service::Conflict;
+
+use conflicts::ConflictNotice;
 
 pub use bus::{Bus, BusStatus, InProcessBus};
 pub use hub::Hub;
@@ -35,5 +39,15 @@ impl Realtime {
     /// mutation's answer does not depend on the bus.
     pub fn committed(&self, row: events::Model) {
         self.bus.publish(CommittedEvent::decode(row));
+    }
+
+    /// Tells `user_id`'s `conflicts` subscriptions in `project_id` that its write lost.
+    pub fn conflict(&self, project_id: uuid::Uuid, user_id: &str, conflict: &Conflict) {
+        self.bus.publish_conflict(Arc::new(ConflictNotice {
+            origin: self.hub.instance(),
+            project_id,
+            user_id: user_id.to_owned(),
+            conflict: conflict.clone(),
+        }));
     }
 }

@@ -13,11 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Hub;
 use super::bus::{Bus, BusStatus};
+use super::conflicts::ConflictNotice;
 use crate::entities::events;
 use crate::events::CommittedEvent;
 
-/// The channel every instance publishes to and subscribes on.
+/// The channel every instance publishes events to and subscribes on.
 pub const CHANNEL: &str = "tasknest:events";
+/// The channel of conflict notices.
+pub const CONFLICTS: &str = "tasknest:conflicts";
 
 const UP: u8 = 1;
 const DOWN: u8 = 2;
@@ -99,6 +102,19 @@ impl Bus for RedisBus {
         });
     }
 
+    fn publish_conflict(&self, notice: Arc<ConflictNotice>) {
+        self.hub.deliver_conflict(notice.clone());
+        let mut conn = self.publisher.clone();
+        tokio::spawn(async move {
+            let Ok(payload) = serde_json::to_vec(&*notice) else {
+                return;
+            };
+            if let Err(err) = conn.publish::<_, _, ()>(CONFLICTS, payload).await {
+                tracing::warn!(error = %err, "Redis publish of a conflict failed");
+            }
+        });
+    }
+
     fn status(&self) -> BusStatus {
         match self.status.load(Ordering::Relaxed) {
             UP => BusStatus::Up,
@@ -121,7 +137,7 @@ async fn subscribe_loop(
         loop {
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = conn.subscribe(CHANNEL) => result,
+                result = conn.subscribe(&[CHANNEL, CONFLICTS]) => result,
             };
             match attempt {
                 Ok(()) => break,
@@ -150,11 +166,22 @@ async fn subscribe_loop(
                 },
             };
             match push.kind {
-                PushKind::Message => {
-                    if let Some(event) = decode(&push.data) {
-                        hub.deliver(event);
+                PushKind::Message => match push.data.first() {
+                    Some(Value::BulkString(channel))
+                        if channel.as_slice() == CONFLICTS.as_bytes() =>
+                    {
+                        if let Some(notice) =
+                            decode_conflict(&push.data).filter(|n| n.origin != hub.instance())
+                        {
+                            hub.deliver_conflict(Arc::new(notice));
+                        }
                     }
-                }
+                    _ => {
+                        if let Some(event) = decode(&push.data) {
+                            hub.deliver(event);
+                        }
+                    }
+                },
                 PushKind::Disconnection => {
                     status.store(DOWN, Ordering::Relaxed);
                     tracing::warn!("Redis bus disconnected; reconnecting");
@@ -163,6 +190,14 @@ async fn subscribe_loop(
                 _ => {}
             }
         }
+    }
+}
+
+/// `[channel, payload]` of a conflict message.
+fn decode_conflict(data: &[Value]) -> Option<ConflictNotice> {
+    match data.get(1)? {
+        Value::BulkString(bytes) => serde_json::from_slice(bytes).ok(),
+        _ => None,
     }
 }
 

@@ -50,7 +50,9 @@ pub struct NewTask {
 }
 
 /// Why a write was not applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum, serde::Serialize, serde::Deserialize,
+)]
 pub enum ConflictReason {
     /// The task changed since `baseVersion` in a field this write also changes.
     StaleVersion,
@@ -59,9 +61,10 @@ pub enum ConflictReason {
 }
 
 /// A write that lost: what the client needs to roll its optimistic change back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Conflict {
     pub task_id: Uuid,
+    pub project_id: Uuid,
     pub reason: ConflictReason,
     pub server_task: Option<tasks::Model>,
     pub your_patch: Map<String, Value>,
@@ -73,11 +76,13 @@ impl Conflict {
     /// A write to a deleted task.
     fn deleted(
         task_id: Uuid,
+        project_id: Uuid,
         your_patch: Map<String, Value>,
         client_mutation_id: Option<String>,
     ) -> Self {
         Self {
             task_id,
+            project_id,
             reason: ConflictReason::TaskDeleted,
             server_task: None,
             your_patch,
@@ -231,8 +236,26 @@ pub async fn create(
 }
 
 /// Applies a patch (EDITOR). Without `base_version` the last write wins; with an older one
-/// the patch is merged when the fields it changes did not change since.
+/// the patch is merged when the fields it changes did not change since. A conflict is also
+/// pushed to the writer's `conflicts` subscriptions.
 pub async fn update(
+    state: &AppState,
+    viewer: &Viewer,
+    id: Uuid,
+    patch: Patch,
+    base_version: Option<i32>,
+    client_mutation_id: Option<String>,
+) -> Result<UpdateOutcome, AppError> {
+    let outcome = apply_update(state, viewer, id, patch, base_version, client_mutation_id).await?;
+    if let UpdateOutcome::Conflict(conflict) = &outcome {
+        state
+            .realtime
+            .conflict(conflict.project_id, &viewer.user_id, conflict);
+    }
+    Ok(outcome)
+}
+
+async fn apply_update(
     state: &AppState,
     viewer: &Viewer,
     id: Uuid,
@@ -251,6 +274,7 @@ pub async fn update(
     if current.deleted_at.is_some() {
         return Ok(UpdateOutcome::Conflict(Conflict::deleted(
             id,
+            project_id,
             patch.to_json(),
             client_mutation_id,
         )));
@@ -266,6 +290,7 @@ pub async fn update(
         if !conflicting.is_empty() {
             return Ok(UpdateOutcome::Conflict(Conflict {
                 task_id: id,
+                project_id,
                 reason: ConflictReason::StaleVersion,
                 server_task: Some(current),
                 your_patch: patch.to_json(),
@@ -309,6 +334,22 @@ pub async fn delete(
     base_version: Option<i32>,
     client_mutation_id: Option<String>,
 ) -> Result<DeleteOutcome, AppError> {
+    let outcome = apply_delete(state, viewer, id, base_version, client_mutation_id).await?;
+    if let DeleteOutcome::Conflict(conflict) = &outcome {
+        state
+            .realtime
+            .conflict(conflict.project_id, &viewer.user_id, conflict);
+    }
+    Ok(outcome)
+}
+
+async fn apply_delete(
+    state: &AppState,
+    viewer: &Viewer,
+    id: Uuid,
+    base_version: Option<i32>,
+    client_mutation_id: Option<String>,
+) -> Result<DeleteOutcome, AppError> {
     let client_mutation_id =
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
     let TaskWrite {
@@ -320,6 +361,7 @@ pub async fn delete(
     if current.deleted_at.is_some() {
         return Ok(DeleteOutcome::Conflict(Box::new(Conflict::deleted(
             id,
+            project_id,
             Map::new(),
             client_mutation_id,
         ))));
@@ -337,6 +379,7 @@ pub async fn delete(
         };
         return Ok(DeleteOutcome::Conflict(Box::new(Conflict {
             task_id: id,
+            project_id,
             reason: ConflictReason::StaleVersion,
             server_task: Some(current),
             your_patch: Map::new(),

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod conflicts;
 mod efficiency;
 mod events;
 mod members;
