@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod idempotency;
 pub mod ids;
 pub mod projects;
 pub mod realtime;

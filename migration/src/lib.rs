@@ -10,6 +10,7 @@ mod m20261127_000002_create_projects;
 mod m20261127_000003_create_project_members;
 mod m20261127_000004_create_tasks;
 mod m20261127_000005_create_events;
+mod m20261127_000006_create_mutation_receipts;
 
 /// Applies TaskNest's migrations in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_create_project_members::Migration),
             Box::new(m20261127_000004_create_tasks::Migration),
             Box::new(m20261127_000005_create_events::Migration),
+            Box::new(m20261127_000006_create_mutation_receipts::Migration),
         ]
     }
 }

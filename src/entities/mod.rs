@@ -2,6 +2,7 @@
 //! slices; these files only describe rows.
 
 pub mod events;
+pub mod mutation_receipts;
 pub mod project_members;
 pub mod projects;
 pub mod tasks;

@@ -12,11 +12,14 @@ use crate::entities::events;
 /// How often pruning runs.
 const EVERY: Duration = Duration::from_secs(3600);
 
-/// Deletes expired events now and then every hour until `shutdown`.
+/// Deletes expired events (and mutation receipts) now and then every hour until `shutdown`.
 pub async fn run(db: DatabaseConnection, retention: Duration, shutdown: CancellationToken) {
     loop {
         if let Err(err) = prune(&db, retention).await {
             tracing::warn!(error = %err, "event pruning failed");
+        }
+        if let Err(err) = crate::idempotency::prune(&db).await {
+            tracing::warn!(error = %err, "mutation receipt pruning failed");
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

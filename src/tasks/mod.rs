@@ -5,3 +5,4 @@ pub mod graphql;
 pub mod merge;
 pub mod patch;
 pub mod service;
+pub mod write;

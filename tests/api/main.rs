@@ -14,6 +14,7 @@ mod multi_instance;
 mod pagination;
 mod permissions;
 mod projects;
+mod retries;
 mod schema;
 mod subscriptions;
 mod tasks;
