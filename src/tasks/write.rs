@@ -57,10 +57,8 @@ pub async fn create(
     let txn = state.db.begin().await?;
     let lock = lock_for_write(&txn, input.project_id, viewer, "project").await?;
     let operation = format!("createTask:{}", input.project_id);
-    if let Some(cmid) = &client_mutation_id {
-        if let Some(first) = idempotency::lookup(&txn, &viewer.user_id, cmid, &operation).await? {
-            return Ok(first);
-        }
+    if let Some(first) = replayed(&txn, viewer, client_mutation_id.as_deref(), &operation).await? {
+        return Ok(first);
     }
     if let Some(assignee) = &input.assignee_id {
         ensure_assignable(&txn, input.project_id, assignee, "input.assigneeId").await?;

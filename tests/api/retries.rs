@@ -15,16 +15,37 @@ async fn a_retried_update_gets_the_first_answer_and_no_second_event() {
     let alice = app.token("alice");
     let project = app.create_project(&alice, "P").await;
     let task = app.create_task(&alice, &project, "T").await;
-    let first = app.ok(&alice, UPDATE, json!({ "id": task["id"], "t": "once", "cmid": "r-1" })).await;
+    let first = app
+        .ok(
+            &alice,
+            UPDATE,
+            json!({ "id": task["id"], "t": "once", "cmid": "r-1" }),
+        )
+        .await;
     // Someone else changes the task before the retry arrives.
-    app.ok(&alice, UPDATE, json!({ "id": task["id"], "t": "later" })).await;
-    let retry = app.ok(&alice, UPDATE, json!({ "id": task["id"], "t": "once", "cmid": "r-1" })).await;
+    app.ok(&alice, UPDATE, json!({ "id": task["id"], "t": "later" }))
+        .await;
+    let retry = app
+        .ok(
+            &alice,
+            UPDATE,
+            json!({ "id": task["id"], "t": "once", "cmid": "r-1" }),
+        )
+        .await;
     assert_eq!(retry, first, "the first answer, not a second change");
     assert_eq!(first["updateTask"]["task"]["version"], 2);
     let events = app.events(&alice, &project, 0).await;
-    assert_eq!(seqs(&events), vec![1, 2, 3], "one event for the first send, one for the other write");
+    assert_eq!(
+        seqs(&events),
+        vec![1, 2, 3],
+        "one event for the first send, one for the other write"
+    );
     let now = app
-        .ok(&alice, "query($id: ID!) { task(id: $id) { title version } }", json!({ "id": task["id"] }))
+        .ok(
+            &alice,
+            "query($id: ID!) { task(id: $id) { title version } }",
+            json!({ "id": task["id"] }),
+        )
         .await;
     assert_eq!(now["task"], json!({ "title": "later", "version": 3 }));
 }
@@ -61,13 +82,28 @@ async fn a_client_mutation_id_belongs_to_its_user_and_its_mutation() {
     app.add_member(&alice, &project, "bob", "EDITOR").await;
     let one = app.create_task(&alice, &project, "one").await;
     let two = app.create_task(&alice, &project, "two").await;
-    app.ok(&alice, UPDATE, json!({ "id": one["id"], "t": "a", "cmid": "same" })).await;
+    app.ok(
+        &alice,
+        UPDATE,
+        json!({ "id": one["id"], "t": "a", "cmid": "same" }),
+    )
+    .await;
     // Bob's "same" is his own.
-    let bobs = app.ok(&bob, UPDATE, json!({ "id": one["id"], "t": "b", "cmid": "same" })).await;
+    let bobs = app
+        .ok(
+            &bob,
+            UPDATE,
+            json!({ "id": one["id"], "t": "b", "cmid": "same" }),
+        )
+        .await;
     assert_eq!(bobs["updateTask"]["task"]["title"], "b");
     // Alice reusing it on another task is a client bug, and says so.
     let reused = app
-        .gql(Some(&alice), UPDATE, json!({ "id": two["id"], "t": "x", "cmid": "same" }))
+        .gql(
+            Some(&alice),
+            UPDATE,
+            json!({ "id": two["id"], "t": "x", "cmid": "same" }),
+        )
         .await;
     assert_eq!(error_code(&reused), Some("BAD_USER_INPUT"));
     assert_eq!(error_field(&reused), Some("clientMutationId"));
@@ -80,11 +116,20 @@ async fn a_retried_conflict_and_a_retried_delete_answer_as_the_first_time() {
     let project = app.create_project(&alice, "P").await;
     let task = app.create_task(&alice, &project, "T").await;
     let delete = "mutation($id: ID!, $cmid: String) { deleteTask(id: $id, clientMutationId: $cmid) { __typename ... on TaskConflict { reason } } }";
-    let first = app.ok(&alice, delete, json!({ "id": task["id"], "cmid": "d-1" })).await;
+    let first = app
+        .ok(&alice, delete, json!({ "id": task["id"], "cmid": "d-1" }))
+        .await;
     assert_eq!(first["deleteTask"]["__typename"], "TaskDeleted");
-    let retry = app.ok(&alice, delete, json!({ "id": task["id"], "cmid": "d-1" })).await;
-    assert_eq!(retry, first, "a retried delete is not a TASK_DELETED conflict");
-    let other = app.ok(&alice, delete, json!({ "id": task["id"], "cmid": "d-2" })).await;
+    let retry = app
+        .ok(&alice, delete, json!({ "id": task["id"], "cmid": "d-1" }))
+        .await;
+    assert_eq!(
+        retry, first,
+        "a retried delete is not a TASK_DELETED conflict"
+    );
+    let other = app
+        .ok(&alice, delete, json!({ "id": task["id"], "cmid": "d-2" }))
+        .await;
     assert_eq!(other["deleteTask"]["reason"], "TASK_DELETED");
     assert_eq!(app.events(&alice, &project, 0).await["lastSeq"], 2);
 }
