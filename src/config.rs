@@ -95,6 +95,14 @@ pub struct Config {
     #[arg(long, env = "TASKNEST_WS_INIT_TIMEOUT", default_value = "10s", value_parser = duration("TASKNEST_WS_INIT_TIMEOUT"))]
     pub ws_init_timeout: Duration,
 
+    /// Presence: an instance silent this long has its users marked LEFT by the others.
+    #[arg(long, env = "TASKNEST_PRESENCE_TIMEOUT", default_value = "30s", value_parser = duration("TASKNEST_PRESENCE_TIMEOUT"))]
+    pub presence_timeout: Duration,
+
+    /// Presence: FOCUS_CHANGED events of one user within this window are coalesced.
+    #[arg(long, env = "TASKNEST_PRESENCE_COALESCE", default_value = "100ms", value_parser = duration("TASKNEST_PRESENCE_COALESCE"))]
+    pub presence_coalesce: Duration,
+
     /// WebSocket: interval of server keep-alive pings.
     #[arg(long, env = "TASKNEST_WS_KEEPALIVE", default_value = "15s", value_parser = duration("TASKNEST_WS_KEEPALIVE"))]
     pub ws_keepalive: Duration,
@@ -119,6 +127,8 @@ impl Config {
             event_retention: Duration::from_secs(30 * 24 * 3600),
             ws_init_timeout: Duration::from_secs(10),
             ws_keepalive: Duration::from_secs(15),
+            presence_timeout: Duration::from_secs(30),
+            presence_coalesce: Duration::from_millis(100),
         }
     }
 }

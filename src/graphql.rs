@@ -7,6 +7,7 @@ use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 use crate::auth::Authentication;
 use crate::error::AppError;
 use crate::events::graphql::EventQuery;
+use crate::presence::graphql::{PresenceMutation, PresenceQuery, PresenceSubscription};
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::projects::loader::MembersLoader;
 use crate::realtime::graphql::EventSubscription;
@@ -17,15 +18,21 @@ use crate::users::graphql::UserQuery;
 
 /// Every query of the API.
 #[derive(MergedObject, Default)]
-pub struct Query(UserQuery, ProjectQuery, TaskQuery, EventQuery);
+pub struct Query(
+    UserQuery,
+    ProjectQuery,
+    TaskQuery,
+    EventQuery,
+    PresenceQuery,
+);
 
 /// Every mutation of the API.
 #[derive(MergedObject, Default)]
-pub struct Mutation(ProjectMutation, TaskMutation);
+pub struct Mutation(ProjectMutation, TaskMutation, PresenceMutation);
 
 /// Every subscription of the API.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(EventSubscription);
+pub struct Subscription(EventSubscription, PresenceSubscription);
 
 /// The TaskNest schema type.
 pub type TaskNestSchema = Schema<Query, Mutation, Subscription>;

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
+pub mod presence;
 pub mod projects;
 pub mod realtime;
 pub mod state;
@@ -31,7 +32,8 @@ pub use config::Config;
 pub use state::AppState;
 
 use crate::auth::{JwtKeys, UserDirectory};
-use crate::realtime::redis_bus::RedisBus;
+use crate::presence::{MemoryStore, Presence, PresenceSettings, RedisStore};
+use crate::realtime::redis_bus::{self, RedisBus};
 use crate::realtime::ws::WsSettings;
 use crate::realtime::{Bus, Hub, InProcessBus, Realtime};
 use crate::state::DbStats;
@@ -62,9 +64,35 @@ impl Application {
         .await?;
         let shutdown = CancellationToken::new();
         let hub = Hub::new(db.clone(), shutdown.clone());
-        let bus: Arc<dyn Bus> = match &config.redis_url {
-            Some(url) => RedisBus::start(url, hub.clone(), shutdown.clone())?,
-            None => Arc::new(InProcessBus::new(hub.clone())),
+        let presence_settings = PresenceSettings {
+            timeout: config.presence_timeout,
+            coalesce: config.presence_coalesce,
+        };
+        let (bus, presence): (Arc<dyn Bus>, Arc<Presence>) = match &config.redis_url {
+            Some(url) => {
+                let store = RedisStore::new(
+                    redis_bus::lazy_connection(url)?,
+                    hub.instance(),
+                    config.presence_timeout,
+                );
+                let presence = Presence::start(
+                    Arc::new(store),
+                    hub.instance(),
+                    presence_settings,
+                    shutdown.clone(),
+                );
+                let bus = RedisBus::start(url, hub.clone(), presence.clone(), shutdown.clone())?;
+                (bus, presence)
+            }
+            None => (
+                Arc::new(InProcessBus::new(hub.clone())),
+                Presence::start(
+                    Arc::new(MemoryStore::default()),
+                    hub.instance(),
+                    presence_settings,
+                    shutdown.clone(),
+                ),
+            ),
         };
         tokio::spawn(hub.clone().run_checks(config.gap_check_interval));
         tokio::spawn(events::retention::run(
@@ -78,6 +106,7 @@ impl Application {
             keys: Arc::new(JwtKeys::new(secret.as_bytes())),
             users: Arc::new(UserDirectory::default()),
             realtime: Realtime { hub, bus },
+            presence,
             shutdown,
             ws: WsSettings {
                 init_timeout: config.ws_init_timeout,

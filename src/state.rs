@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::{JwtKeys, UserDirectory};
 use crate::config::Config;
+use crate::presence::Presence;
 use crate::realtime::Realtime;
 use crate::realtime::ws::WsSettings;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub users: Arc<UserDirectory>,
     /// Rooms and the bus.
     pub realtime: Realtime,
+    /// Who is present where.
+    pub presence: Arc<Presence>,
     /// Cancelled on shutdown: WebSockets close with 1001, background tasks stop.
     pub shutdown: CancellationToken,
     /// WebSocket timing.

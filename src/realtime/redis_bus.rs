@@ -16,6 +16,8 @@ use super::bus::{Bus, BusStatus};
 use super::conflicts::ConflictNotice;
 use crate::entities::events;
 use crate::events::CommittedEvent;
+use crate::presence::redis_store::CHANNEL as PRESENCE;
+use crate::presence::{Presence, PresenceEvent};
 
 /// The channel every instance publishes events to and subscribes on.
 pub const CHANNEL: &str = "tasknest:events";
@@ -38,17 +40,10 @@ impl RedisBus {
     pub fn start(
         url: &str,
         hub: Arc<Hub>,
+        presence: Arc<Presence>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        let timeouts = || {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_millis(500))
-        };
-        let publisher =
-            ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, timeouts())?;
+        let publisher = lazy_connection(url)?;
         // RESP3 delivers pub/sub messages as pushes on a normal connection, which the
         // manager reconnects and resubscribes by itself.
         let sub_url = if url.contains('?') {
@@ -63,11 +58,15 @@ impl RedisBus {
                 .set_push_sender(push_tx)
                 .set_automatic_resubscription(),
         )?;
+        let router = Router {
+            hub: hub.clone(),
+            presence,
+        };
         let status = Arc::new(AtomicU8::new(DOWN));
         tokio::spawn(subscribe_loop(
             subscriber,
             push_rx,
-            hub.clone(),
+            router,
             status.clone(),
             shutdown,
         ));
@@ -123,12 +122,62 @@ impl Bus for RedisBus {
     }
 }
 
+/// Short timeouts, so that a Redis outage fails fast instead of holding anything up.
+fn timeouts() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+/// A connection that reconnects by itself and connects on first use (a Redis that is down
+/// at start does not stop the start).
+pub fn lazy_connection(url: &str) -> anyhow::Result<ConnectionManager> {
+    Ok(ConnectionManager::new_lazy_with_config(
+        redis::Client::open(url)?,
+        timeouts(),
+    )?)
+}
+
+/// Where received messages go, by channel.
+struct Router {
+    hub: Arc<Hub>,
+    presence: Arc<Presence>,
+}
+
+impl Router {
+    /// Delivers one pub/sub message (`[channel, payload]`) to this instance. Notices and
+    /// presence events this instance published were delivered locally already.
+    fn route(&self, data: &[Value]) {
+        let channel = match data.first() {
+            Some(Value::BulkString(channel)) => channel.as_slice(),
+            _ => return,
+        };
+        if channel == CONFLICTS.as_bytes() {
+            if let Some(notice) =
+                decode_json::<ConflictNotice>(data).filter(|n| n.origin != self.hub.instance())
+            {
+                self.hub.deliver_conflict(Arc::new(notice));
+            }
+        } else if channel == PRESENCE.as_bytes() {
+            if let Some(event) =
+                decode_json::<PresenceEvent>(data).filter(|e| e.origin != self.presence.instance())
+            {
+                self.presence.deliver(Arc::new(event));
+            }
+        } else if let Some(event) = decode(data) {
+            self.hub.deliver(event);
+        }
+    }
+}
+
 /// Keeps the subscription alive and feeds received events to the hub. After every
 /// (re)connection the rooms repair from the log, since messages sent meanwhile are lost.
 async fn subscribe_loop(
     mut conn: ConnectionManager,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    hub: Arc<Hub>,
+    router: Router,
     status: Arc<AtomicU8>,
     shutdown: CancellationToken,
 ) {
@@ -137,7 +186,7 @@ async fn subscribe_loop(
         loop {
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = conn.subscribe(&[CHANNEL, CONFLICTS]) => result,
+                result = conn.subscribe(&[CHANNEL, CONFLICTS, PRESENCE]) => result,
             };
             match attempt {
                 Ok(()) => break,
@@ -155,7 +204,7 @@ async fn subscribe_loop(
         if status.swap(UP, Ordering::Relaxed) != UP {
             tracing::info!("Redis bus connected");
         }
-        hub.repair_all();
+        router.hub.repair_all();
         // Deliver until the link drops.
         loop {
             let push = tokio::select! {
@@ -166,22 +215,7 @@ async fn subscribe_loop(
                 },
             };
             match push.kind {
-                PushKind::Message => match push.data.first() {
-                    Some(Value::BulkString(channel))
-                        if channel.as_slice() == CONFLICTS.as_bytes() =>
-                    {
-                        if let Some(notice) =
-                            decode_conflict(&push.data).filter(|n| n.origin != hub.instance())
-                        {
-                            hub.deliver_conflict(Arc::new(notice));
-                        }
-                    }
-                    _ => {
-                        if let Some(event) = decode(&push.data) {
-                            hub.deliver(event);
-                        }
-                    }
-                },
+                PushKind::Message => router.route(&push.data),
                 PushKind::Disconnection => {
                     status.store(DOWN, Ordering::Relaxed);
                     tracing::warn!("Redis bus disconnected; reconnecting");
@@ -193,8 +227,8 @@ async fn subscribe_loop(
     }
 }
 
-/// `[channel, payload]` of a conflict message.
-fn decode_conflict(data: &[Value]) -> Option<ConflictNotice> {
+/// `[channel, payload]` of a JSON message.
+fn decode_json<T: serde::de::DeserializeOwned>(data: &[Value]) -> Option<T> {
     match data.get(1)? {
         Value::BulkString(bytes) => serde_json::from_slice(bytes).ok(),
         _ => None,

@@ -13,6 +13,7 @@ mod members;
 mod multi_instance;
 mod pagination;
 mod permissions;
+mod presence;
 mod projects;
 mod retries;
 mod schema;

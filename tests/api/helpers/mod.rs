@@ -306,3 +306,55 @@ pub fn seqs(page: &Value) -> Vec<i64> {
         .map(|e| e["seq"].as_i64().expect("seq"))
         .collect()
 }
+
+/// A TaskNest server in its own process, so that a test can kill it without goodbyes.
+pub struct ChildInstance {
+    pub addr: SocketAddr,
+    child: Option<std::process::Child>,
+}
+
+impl ChildInstance {
+    /// Starts the binary on `database_url` and `redis_url`, and waits until it is healthy.
+    pub async fn start(database_url: &str, redis_url: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tasknest"))
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", redis_url)
+            .env("JWT_SECRET", SECRET)
+            .env("TASKNEST_ADDR", format!("127.0.0.1:{port}"))
+            .env("TASKNEST_PRESENCE_TIMEOUT", "1500ms")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("tasknest binary starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let instance = Self {
+            addr,
+            child: Some(child),
+        };
+        for _ in 0..200 {
+            if reqwest::get(format!("http://{addr}/healthz")).await.is_ok() {
+                return instance;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the child instance did not start");
+    }
+
+    /// SIGKILL: no graceful shutdown, no presence goodbyes.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ChildInstance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,228 @@
+//! Presence: JOINED once per user, FOCUS_CHANGED coalesced, LEFT when the last connection
+//! goes, the same list on every instance, and LEFT for users of an instance that died.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const EVENTS: &str = "subscription($p: ID!) { presenceEvents(projectId: $p) { kind projectId focusTaskId at user { id name } } }";
+const LIST: &str =
+    "query($p: ID!) { presence(projectId: $p) { focusTaskId onlineSince lastSeenAt user { id } } }";
+const FOCUS: &str = "mutation($p: ID!, $t: ID) { focusTask(projectId: $p, taskId: $t) { focusTaskId user { id } } }";
+
+fn presence_event(message: &Value) -> &Value {
+    &message["payload"]["data"]["presenceEvents"]
+}
+
+/// Presence ids in a `presence` answer.
+async fn present(app: &TestApp, token: &str, project: &str) -> Vec<String> {
+    let data = app.ok(token, LIST, json!({ "p": project })).await;
+    data["presence"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| p["user"]["id"].as_str().expect("an id").to_owned())
+        .collect()
+}
+
+/// Waits until `presence` lists exactly `users`.
+async fn until_present(app: &TestApp, token: &str, project: &str, users: &[&str]) {
+    for _ in 0..100 {
+        let mut now = present(app, token, project).await;
+        now.sort();
+        if now == users {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "presence never became {users:?}: {:?}",
+        present(app, token, project).await
+    );
+}
+
+#[tokio::test]
+async fn joining_a_second_tab_focusing_and_leaving_produce_one_event_each() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let bob = app.token("bob");
+    let project = app.create_project(&alice, "P").await;
+    app.add_member(&alice, &project, "bob", "EDITOR").await;
+    let task = app.create_task(&alice, &project, "T").await;
+
+    let mut watcher = app.ws(&alice).await;
+    watcher
+        .subscribe("p", EVENTS, json!({ "p": project }))
+        .await;
+    until_present(&app, &alice, &project, &["alice"]).await;
+
+    let mut tab1 = app.ws(&bob).await;
+    tab1.subscribe("p", EVENTS, json!({ "p": project })).await;
+    let joined = watcher.next().await.unwrap();
+    assert_eq!(presence_event(&joined)["kind"], "JOINED");
+    assert_eq!(
+        presence_event(&joined)["user"],
+        json!({ "id": "bob", "name": "Bob" })
+    );
+    let mut tab2 = app.ws(&bob).await;
+    tab2.subscribe("p", EVENTS, json!({ "p": project })).await;
+    until_present(&app, &alice, &project, &["alice", "bob"]).await;
+
+    // Twenty focus changes in a burst reach the watcher coalesced, ending on the last.
+    for i in 0..20 {
+        let target = if i % 2 == 0 {
+            Value::Null
+        } else {
+            task["id"].clone()
+        };
+        app.ok(&bob, FOCUS, json!({ "p": project, "t": target }))
+            .await;
+    }
+    let focus = app
+        .ok(&bob, FOCUS, json!({ "p": project, "t": task["id"] }))
+        .await;
+    assert_eq!(focus["focusTask"]["focusTaskId"], task["id"]);
+    let mut focus_events = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(600), watcher.next()).await
+    {
+        focus_events.push(presence_event(&message).clone());
+    }
+    assert!(
+        !focus_events.is_empty() && focus_events.len() <= 3,
+        "a burst of 21 focus changes gave {} events",
+        focus_events.len()
+    );
+    assert!(
+        focus_events.iter().all(|e| e["kind"] == "FOCUS_CHANGED"),
+        "{focus_events:?}"
+    );
+    assert_eq!(focus_events.last().unwrap()["focusTaskId"], task["id"]);
+    let listed = app.ok(&alice, LIST, json!({ "p": project })).await;
+    let bob_entry = listed["presence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["user"]["id"] == "bob")
+        .unwrap()
+        .clone();
+    assert_eq!(bob_entry["focusTaskId"], task["id"]);
+
+    tab1.close().await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watcher.next())
+            .await
+            .is_err(),
+        "closing one of two tabs is not leaving"
+    );
+    tab2.close().await;
+    let left = watcher.next().await.unwrap();
+    assert_eq!(presence_event(&left)["kind"], "LEFT");
+    assert_eq!(presence_event(&left)["user"]["id"], "bob");
+    until_present(&app, &alice, &project, &["alice"]).await;
+}
+
+#[tokio::test]
+async fn non_members_can_neither_see_nor_join_presence() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let mallory = app.token("mallory");
+    let response = app.gql(Some(&mallory), LIST, json!({ "p": project })).await;
+    assert_eq!(error_code(&response), Some("NOT_FOUND"));
+    let mut ws = app.ws(&mallory).await;
+    ws.subscribe("p", EVENTS, json!({ "p": project })).await;
+    let refused = ws.next().await.unwrap();
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "NOT_FOUND");
+    assert!(present(&app, &alice, &project).await.is_empty());
+}
+
+#[tokio::test]
+async fn presence_is_shared_across_instances_through_redis() {
+    let Some(redis) = require_redis("presence_is_shared_across_instances_through_redis") else {
+        return;
+    };
+    let configure = |c: &mut tasknest::Config| c.redis_url = Some(redis.clone());
+    let a = spawn_app_with(configure).await;
+    let b = spawn_app_sharing(&a, configure).await;
+    let alice = a.token("alice");
+    let bob = a.token("bob");
+    let project = a.create_project(&alice, "P").await;
+    a.add_member(&alice, &project, "bob", "EDITOR").await;
+    let task = a.create_task(&alice, &project, "T").await;
+
+    let mut on_a = a.ws(&alice).await;
+    on_a.subscribe("p", EVENTS, json!({ "p": project })).await;
+    until_present(&b, &bob, &project, &["alice"]).await;
+    let mut on_b = b.ws(&bob).await;
+    on_b.subscribe("p", EVENTS, json!({ "p": project })).await;
+    let joined = on_a.next().await.unwrap();
+    assert_eq!(presence_event(&joined)["kind"], "JOINED");
+    assert_eq!(presence_event(&joined)["user"]["id"], "bob");
+    // A second tab of bob's on the other instance is no second JOINED.
+    let mut bob_on_a = a.ws(&bob).await;
+    bob_on_a
+        .subscribe("p", EVENTS, json!({ "p": project }))
+        .await;
+    until_present(&a, &alice, &project, &["alice", "bob"]).await;
+    until_present(&b, &bob, &project, &["alice", "bob"]).await;
+
+    b.ok(&bob, FOCUS, json!({ "p": project, "t": task["id"] }))
+        .await;
+    let focus = on_a.next().await.unwrap();
+    assert_eq!(presence_event(&focus)["kind"], "FOCUS_CHANGED", "{focus}");
+    assert_eq!(presence_event(&focus)["focusTaskId"], task["id"]);
+
+    on_b.close().await;
+    bob_on_a.close().await;
+    let left = on_a.next().await.unwrap();
+    assert_eq!(presence_event(&left)["kind"], "LEFT");
+    until_present(&b, &bob, &project, &["alice"]).await;
+}
+
+#[tokio::test]
+async fn the_users_of_a_killed_instance_are_marked_left_within_the_timeout() {
+    let Some(redis) =
+        require_redis("the_users_of_a_killed_instance_are_marked_left_within_the_timeout")
+    else {
+        return;
+    };
+    let a = spawn_app_with(|c| {
+        c.redis_url = Some(redis.clone());
+        c.presence_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let alice = a.token("alice");
+    let bob = a.token("bob");
+    let project = a.create_project(&alice, "P").await;
+    a.add_member(&alice, &project, "bob", "EDITOR").await;
+    let mut doomed = ChildInstance::start(&a.database_url, &redis).await;
+
+    let mut on_a = a.ws(&alice).await;
+    on_a.subscribe("p", EVENTS, json!({ "p": project })).await;
+    until_present(&a, &alice, &project, &["alice"]).await;
+    let mut on_doomed = WsClient::connect(doomed.addr, "graphql-transport-ws").await;
+    on_doomed
+        .init(json!({ "authorization": format!("Bearer {bob}") }))
+        .await;
+    on_doomed
+        .subscribe("p", EVENTS, json!({ "p": project }))
+        .await;
+    let joined = on_a.next().await.unwrap();
+    assert_eq!(presence_event(&joined)["kind"], "JOINED");
+
+    doomed.kill();
+    let killed_at = std::time::Instant::now();
+    let left = on_a.next().await.unwrap();
+    assert_eq!(presence_event(&left)["kind"], "LEFT");
+    assert_eq!(presence_event(&left)["user"]["id"], "bob");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(6),
+        "LEFT took {:?}",
+        killed_at.elapsed()
+    );
+    until_present(&a, &alice, &project, &["alice"]).await;
+}
