@@ -226,3 +226,63 @@ async fn the_users_of_a_killed_instance_are_marked_left_within_the_timeout() {
     );
     until_present(&a, &alice, &project, &["alice"]).await;
 }
+
+#[tokio::test]
+async fn a_room_of_five_hundred_present_users_stays_correct() {
+    let redis = std::env::var("TEST_REDIS_URL").ok();
+    let app = spawn_app_with(|c| c.redis_url = redis.clone()).await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "Big room").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let users: Vec<String> = (0..500).map(|i| format!("user{i:03}")).collect();
+    for user in &users {
+        app.add_member(&alice, &project, user, "VIEWER").await;
+    }
+    let head = app.events(&alice, &project, 0).await["lastSeq"].clone();
+    // Each user holds one socket with presence and events; a task per socket drains it.
+    let mut drains = Vec::new();
+    for user in &users {
+        let mut ws = app.ws(&app.token(user)).await;
+        ws.subscribe("p", EVENTS, json!({ "p": project })).await;
+        ws.subscribe(
+            "e",
+            crate::subscriptions::EVENTS,
+            json!({ "p": project, "a": head }),
+        )
+        .await;
+        drains.push(tokio::spawn(async move {
+            // Read until this socket has seen the marker event, counting presence messages.
+            let mut presence_messages = 0usize;
+            loop {
+                let Some(message) = ws.next().await else {
+                    return (false, presence_messages);
+                };
+                if message["id"] == "p" {
+                    presence_messages += 1;
+                } else if message["payload"]["data"]["projectEvents"]["task"]["title"] == "marker" {
+                    return (true, presence_messages);
+                }
+            }
+        }));
+    }
+    let mut listed = Vec::new();
+    for _ in 0..100 {
+        listed = present(&app, &alice, &project).await;
+        if listed.len() == 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    listed.sort();
+    assert_eq!(listed, users, "every connected user is listed once");
+    // Subscribed with `after`, nobody can miss the marker, whenever their stream went live.
+    crate::subscriptions::rename(&app, &alice, &task, "marker").await;
+    for drain in drains {
+        let (got_marker, presence_messages) = drain.await.expect("drain");
+        assert!(got_marker, "every member gets the task event");
+        assert!(
+            presence_messages <= 500,
+            "at most one JOINED per other user"
+        );
+    }
+}
