@@ -10,6 +10,7 @@ pub mod conflicts;
 pub mod graphql;
 pub mod hub;
 pub mod multiplex;
+mod operation;
 pub mod redis_bus;
 pub mod stream;
 pub mod ws;

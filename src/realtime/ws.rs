@@ -12,24 +12,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_graphql::Request;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::auth::{self, Authentication, Viewer};
-use crate::entities::project_members::Role;
-use crate::error::with_error_codes;
-use crate::graphql::prepare_request;
+use crate::auth::{self, Viewer};
 use crate::http::HttpState;
-use crate::projects::access;
 
-use super::multiplex::{GroupKey, ResumeAfter};
-use super::stream::{Verdict, removed, verdict};
+use super::multiplex::GroupKey;
+use super::operation::{Sink, build_request, shared};
 
 /// The two subprotocols, in the server's order of preference.
 pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -41,7 +35,7 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const OUTGOING_QUEUE: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub(super) enum Protocol {
     /// `graphql-transport-ws`.
     TransportWs,
     /// Legacy `graphql-ws` (subscriptions-transport-ws).
@@ -108,18 +102,18 @@ enum ClientMessage {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct OperationPayload {
-    query: String,
+pub(super) struct OperationPayload {
+    pub(super) query: String,
     #[serde(default)]
-    variables: Option<Value>,
+    pub(super) variables: Option<Value>,
     #[serde(default)]
-    operation_name: Option<String>,
+    pub(super) operation_name: Option<String>,
     #[serde(default)]
-    extensions: Option<HashMap<String, Value>>,
+    pub(super) extensions: Option<HashMap<String, Value>>,
 }
 
 /// What subscription tasks hand to the connection.
-enum Outgoing {
+pub(super) enum Outgoing {
     Text(String),
     /// The subscription `id` ended on its own.
     Finished(String),
@@ -340,171 +334,6 @@ impl Connection {
         tokio::spawn(async move {
             sink.forward(responses).await;
         })
-    }
-}
-
-/// The async-graphql request for an operation payload.
-fn build_request(
-    state: &HttpState,
-    payload: OperationPayload,
-    viewer: Viewer,
-    resume_after: Option<i64>,
-) -> Request {
-    let mut request = Request::new(payload.query);
-    if let Some(variables) = payload.variables {
-        request = request.variables(async_graphql::Variables::from_json(variables));
-    }
-    if let Some(name) = payload.operation_name {
-        request = request.operation_name(name);
-    }
-    if let Some(extensions) = payload.extensions {
-        for (key, value) in extensions {
-            request.extensions.insert(
-                key,
-                async_graphql::Value::from_json(value).unwrap_or_default(),
-            );
-        }
-    }
-    let request = prepare_request(request, &state.app, Authentication::Viewer(viewer));
-    match resume_after {
-        Some(seq) => request.data(ResumeAfter(seq)),
-        None => request,
-    }
-}
-
-/// A member of a shared group: checks access, forwards the group's serialized payloads, and
-/// resumes on its own execution if it falls behind or the group ends early.
-async fn shared(
-    state: HttpState,
-    key: GroupKey,
-    payload: OperationPayload,
-    viewer: Viewer,
-    sink: Sink,
-) {
-    if let Err(err) =
-        access::require(&state.app.db, key.project_id, &viewer.user_id, Role::Viewer).await
-    {
-        let mut error =
-            async_graphql::Error::from(err).into_server_error(async_graphql::Pos::default());
-        error.path = vec![async_graphql::PathSegment::Field(
-            "projectEvents".to_owned(),
-        )];
-        let errors = serde_json::to_string(&[error]).unwrap_or_else(|_| "[]".to_owned());
-        sink.error(&errors).await;
-        return;
-    }
-    let share = state
-        .multiplexer
-        .join(key, &state.app, &state.schema, &viewer)
-        .await;
-    let mut messages = share.messages;
-    let mut last = share.start;
-    loop {
-        let message = match messages.recv().await {
-            Ok(message) => message,
-            // Behind the group's buffer, or the group ended: continue alone below.
-            Err(_) => break,
-        };
-        let seq = message.event.seq();
-        if seq <= last {
-            continue;
-        }
-        if seq > last + 1 {
-            break;
-        }
-        match verdict(&message.event, &viewer.user_id) {
-            Verdict::Removed => {
-                let error = async_graphql::Error::from(removed())
-                    .into_server_error(async_graphql::Pos::default());
-                sink.error(&serde_json::to_string(&[error]).unwrap_or_default())
-                    .await;
-                return;
-            }
-            _ if message.failed => {
-                sink.error(&message.payload).await;
-                return;
-            }
-            Verdict::LastOne => {
-                if sink.next(&message.payload).await {
-                    sink.complete().await;
-                }
-                return;
-            }
-            Verdict::Deliver => {
-                if !sink.next(&message.payload).await {
-                    return;
-                }
-                last = seq;
-            }
-        }
-    }
-    let request = build_request(&state, payload, viewer, Some(last));
-    sink.forward(state.schema.execute_stream(request)).await;
-}
-
-/// Where one operation's messages go.
-struct Sink {
-    outgoing: mpsc::Sender<Outgoing>,
-    id: String,
-    id_json: String,
-    protocol: Protocol,
-}
-
-impl Sink {
-    /// Sends a `next` (legacy `data`) message around an already serialized payload.
-    async fn next(&self, payload: &str) -> bool {
-        let kind = match self.protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        let text = format!(
-            "{{\"type\":\"{kind}\",\"id\":{},\"payload\":{payload}}}",
-            self.id_json
-        );
-        self.outgoing.send(Outgoing::Text(text)).await.is_ok()
-    }
-
-    /// Sends an `error` message (the payload is a serialized errors array) and ends.
-    async fn error(&self, errors: &str) {
-        let text = format!(
-            "{{\"type\":\"error\",\"id\":{},\"payload\":{errors}}}",
-            self.id_json
-        );
-        let _ = self.outgoing.send(Outgoing::Text(text)).await;
-        let _ = self
-            .outgoing
-            .send(Outgoing::Finished(self.id.clone()))
-            .await;
-    }
-
-    /// Sends `complete` and ends.
-    async fn complete(&self) {
-        let text = format!("{{\"type\":\"complete\",\"id\":{}}}", self.id_json);
-        let _ = self.outgoing.send(Outgoing::Text(text)).await;
-        let _ = self
-            .outgoing
-            .send(Outgoing::Finished(self.id.clone()))
-            .await;
-    }
-
-    /// Forwards every response of an execution, then `complete`.
-    async fn forward(
-        &self,
-        mut responses: futures_util::stream::BoxStream<'static, async_graphql::Response>,
-    ) {
-        while let Some(mut response) = responses.next().await {
-            with_error_codes(&mut response.errors);
-            if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
-                self.error(&serde_json::to_string(&response.errors).unwrap_or_default())
-                    .await;
-                return;
-            }
-            let payload = serde_json::to_string(&response).unwrap_or_default();
-            if !self.next(&payload).await {
-                return;
-            }
-        }
-        self.complete().await;
     }
 }
 
