@@ -38,9 +38,9 @@ async fn until_listening(app: &TestApp, token: &str, ws: &mut WsClient, task: &V
     panic!("the conflicts subscription never became live");
 }
 
-#[tokio::test]
-async fn a_write_to_a_task_deleted_meanwhile_reaches_the_writers_other_connection() {
-    let app = spawn_app().await;
+/// A moves a task to DONE from version 2 while B deletes it first: A's HTTP answer is
+/// TASK_DELETED, and A's other tab (on `tab_app`) receives the same conflict.
+async fn deleted_meanwhile_scenario(app: &TestApp, tab_app: &TestApp) {
     let alice = app.token("alice");
     let bob = app.token("bob");
     let project = app.create_project(&alice, "P").await;
@@ -54,12 +54,12 @@ async fn a_write_to_a_task_deleted_meanwhile_reaches_the_writers_other_connectio
     )
     .await;
 
-    let mut other_tab = app.ws(&alice).await;
+    let mut other_tab = tab_app.ws(&alice).await;
     other_tab
         .subscribe("c", CONFLICTS, json!({ "p": project }))
         .await;
-    until_listening(&app, &alice, &mut other_tab, &task).await;
-    let mut bobs_tab = app.ws(&bob).await;
+    until_listening(app, &alice, &mut other_tab, &task).await;
+    let mut bobs_tab = tab_app.ws(&bob).await;
     bobs_tab
         .subscribe("c", CONFLICTS, json!({ "p": project }))
         .await;
@@ -94,6 +94,25 @@ async fn a_write_to_a_task_deleted_meanwhile_reaches_the_writers_other_connectio
         None,
         "bob did not lose anything"
     );
+}
+
+#[tokio::test]
+async fn a_write_to_a_task_deleted_meanwhile_reaches_the_writers_other_connection() {
+    let app = spawn_app().await;
+    deleted_meanwhile_scenario(&app, &app).await;
+}
+
+#[tokio::test]
+async fn a_write_to_a_task_deleted_meanwhile_reaches_the_writers_tab_on_another_instance() {
+    let Some(redis) = require_redis(
+        "a_write_to_a_task_deleted_meanwhile_reaches_the_writers_tab_on_another_instance",
+    ) else {
+        return;
+    };
+    let configure = |c: &mut tasknest::Config| c.redis_url = Some(redis.clone());
+    let a = spawn_app_with(configure).await;
+    let b = spawn_app_sharing(&a, configure).await;
+    deleted_meanwhile_scenario(&a, &b).await;
 }
 
 #[tokio::test]
