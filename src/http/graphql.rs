@@ -1,17 +1,22 @@
-//! The GraphQL endpoint over HTTP and the GraphiQL page.
+//! The GraphQL endpoint over HTTP, as the GraphQL-over-HTTP specification asks: the
+//! response media type by `Accept`, 400 for requests that cannot run, 405 for a mutation
+//! over GET, 415 for a body that is not JSON, no batches. And the GraphiQL page.
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql::{Request, Variables};
+use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::HttpState;
 use crate::auth::{self, Authentication};
-use crate::error::with_error_codes;
+use crate::error::{code, with_error_codes};
 use crate::graphql::prepare_request;
 
 /// GraphiQL, pointed at `/graphql`.
@@ -42,29 +47,238 @@ pub async fn handle_get(
             Err(rejection) => rejection.into_response(),
         };
     }
-    let request = axum::extract::Request::from_parts(parts, body);
-    let headers = request.headers().clone();
-    match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
-        request, &state,
-    )
-    .await
-    {
-        Ok(gql) => handle(State(state), headers, gql).await.into_response(),
-        Err(rejection) => rejection.into_response(),
+    drop(body);
+    handle_query_string(state, parts.headers, &parts.uri).await
+}
+
+/// `POST /graphql` with a JSON body.
+pub async fn handle_post(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let media = match negotiate(&headers) {
+        Ok(media) => media,
+        Err(response) => return response,
+    };
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !is_json(content_type) {
+        return request_error(
+            media,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as application/json",
+        );
+    }
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(_) => {
+            return request_error(media, StatusCode::BAD_REQUEST, "the body is not valid JSON");
+        }
+    };
+    if body.is_array() {
+        return request_error(
+            media,
+            StatusCode::BAD_REQUEST,
+            "batched requests are not accepted",
+        );
+    }
+    let body: PostBody = match serde_json::from_value(body) {
+        Ok(body) => body,
+        Err(_) => {
+            return request_error(
+                media,
+                StatusCode::BAD_REQUEST,
+                "the body must be an object with a string `query`",
+            );
+        }
+    };
+    let mut request = Request::new(body.query);
+    if let Some(variables) = body.variables.filter(|v| !v.is_null()) {
+        if !variables.is_object() {
+            return request_error(
+                media,
+                StatusCode::BAD_REQUEST,
+                "`variables` must be an object",
+            );
+        }
+        request = request.variables(Variables::from_json(variables));
+    }
+    if let Some(name) = body.operation_name {
+        request = request.operation_name(name);
+    }
+    execute(&state, &headers, request, media).await
+}
+
+/// Runs a GET query (never a mutation: that is 405).
+async fn handle_query_string(
+    state: HttpState,
+    headers: HeaderMap,
+    uri: &axum::http::Uri,
+) -> Response {
+    let media = match negotiate(&headers) {
+        Ok(media) => media,
+        Err(response) => return response,
+    };
+    let params: GetParams = match serde_urlencoded::from_str(uri.query().unwrap_or_default()) {
+        Ok(params) => params,
+        Err(_) => return request_error(media, StatusCode::BAD_REQUEST, "malformed query string"),
+    };
+    let Some(query) = params.query else {
+        return request_error(media, StatusCode::BAD_REQUEST, "missing `query` parameter");
+    };
+    if !is_query_operation(&query, params.operation_name.as_deref()) {
+        let mut response = request_error(
+            media,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only queries may be sent with GET; use POST",
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let mut request = Request::new(query);
+    if let Some(variables) = params.variables {
+        match serde_json::from_str::<Value>(&variables) {
+            Ok(v) if v.is_object() || v.is_null() => {
+                request = request.variables(Variables::from_json(v));
+            }
+            _ => {
+                return request_error(
+                    media,
+                    StatusCode::BAD_REQUEST,
+                    "`variables` must be a JSON object",
+                );
+            }
+        }
+    }
+    if let Some(name) = params.operation_name {
+        request = request.operation_name(name);
+    }
+    execute(&state, &headers, request, media).await
+}
+
+/// Executes as the token's viewer, and answers per the negotiated media type: with
+/// `application/graphql-response+json` a request that fails before execution (parse,
+/// validation, variables) is a 400; with `application/json` every GraphQL answer is a 200.
+async fn execute(
+    state: &HttpState,
+    headers: &HeaderMap,
+    request: Request,
+    media: Media,
+) -> Response {
+    let authentication = authenticate(state, headers).await;
+    let request = prepare_request(request, &state.app, authentication);
+    let mut response = state.schema.execute(request).await;
+    with_error_codes(&mut response.errors);
+    let request_failed = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let status = match media {
+        Media::GraphqlResponse if request_failed => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    let body = serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec());
+    (status, [(CONTENT_TYPE, media.content_type())], body).into_response()
+}
+
+/// The response media types of GraphQL over HTTP.
+#[derive(Debug, Clone, Copy)]
+enum Media {
+    GraphqlResponse,
+    Json,
+}
+
+impl Media {
+    fn content_type(self) -> HeaderValue {
+        match self {
+            Self::GraphqlResponse => {
+                HeaderValue::from_static("application/graphql-response+json; charset=utf-8")
+            }
+            Self::Json => HeaderValue::from_static("application/json; charset=utf-8"),
+        }
     }
 }
 
-/// Runs one GraphQL request as the token's viewer (or as nobody).
-pub async fn handle(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    let authentication = authenticate(&state, &headers).await;
-    let request = prepare_request(request.into_inner(), &state.app, authentication);
-    let mut response = state.schema.execute(request).await;
-    with_error_codes(&mut response.errors);
-    response.into()
+/// Picks the response media type from `Accept`; none at all means `application/json`.
+fn negotiate(headers: &HeaderMap) -> Result<Media, Response> {
+    let Some(accept) = headers.get(ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(Media::Json);
+    };
+    let accept = accept.to_ascii_lowercase();
+    if accept.contains("application/graphql-response+json") {
+        Ok(Media::GraphqlResponse)
+    } else if accept.contains("application/json")
+        || accept.contains("*/*")
+        || accept.contains("application/*")
+    {
+        Ok(Media::Json)
+    } else {
+        Err((
+            StatusCode::NOT_ACCEPTABLE,
+            "accept application/graphql-response+json or application/json",
+        )
+            .into_response())
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("application/graphql-response+json")
+}
+
+/// Whether the operation a GET would run is a query (unparsable documents pass here and
+/// fail in execution with a proper error).
+fn is_query_operation(query: &str, operation_name: Option<&str>) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return true;
+    };
+    let ty = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .get(&async_graphql::Name::new(name))
+            .map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) => ops
+            .values()
+            .next()
+            .map(|op| op.node.ty)
+            .filter(|_| ops.len() == 1),
+    };
+    ty.is_none_or(|ty| ty == OperationType::Query)
+}
+
+/// A request that could not be run at all, with a coded error in GraphQL's shape.
+fn request_error(media: Media, status: StatusCode, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code::BAD_USER_INPUT } }] });
+    (
+        status,
+        [(CONTENT_TYPE, media.content_type())],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostBody {
+    query: String,
+    #[serde(default)]
+    variables: Option<Value>,
+    #[serde(default)]
+    operation_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParams {
+    query: Option<String>,
+    variables: Option<String>,
+    operation_name: Option<String>,
 }
 
 /// Reads and checks the bearer token, and keeps the user row in step with its claims.

@@ -27,7 +27,10 @@ pub struct HttpState {
 pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
     Router::new()
         .route("/", get(graphql::graphiql))
-        .route("/graphql", get(graphql::handle_get).post(graphql::handle))
+        .route(
+            "/graphql",
+            get(graphql::handle_get).post(graphql::handle_post),
+        )
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .layer(TraceLayer::new_for_http())

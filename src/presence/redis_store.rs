@@ -42,6 +42,9 @@ struct StoredEntry {
     connections: i64,
     online_since: DateTime<Utc>,
     last_seen_at: DateTime<Utc>,
+    /// The lease the writing instance took: its heartbeat time plus its own timeout. Sweepers
+    /// go by this, not by their own setting, so instances need not agree on the timeout.
+    expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +80,10 @@ impl RedisStore {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lease(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::from_std(self.timeout).unwrap_or_default()
+    }
+
     fn field(&self, user_id: &str) -> String {
         format!("{user_id}{SEP}{}", self.instance)
     }
@@ -92,14 +99,13 @@ impl RedisStore {
             let _: () = conn.srem(PROJECTS, project.to_string()).await?;
             return Ok(Vec::new());
         }
-        let stale_before = now - chrono::Duration::from_std(self.timeout).unwrap_or_default();
         let mut left = Vec::new();
         for (field, raw) in entries {
             let Ok(entry) = serde_json::from_str::<StoredEntry>(&raw) else {
                 continue;
             };
             let mine = field.ends_with(&self.instance.to_string());
-            if mine || entry.last_seen_at >= stale_before {
+            if mine || entry.expires_at >= now {
                 continue;
             }
             let removed: i64 = conn.hdel(entries_key(project), &field).await?;
@@ -143,9 +149,11 @@ impl PresenceStore for RedisStore {
                     connections: 0,
                     online_since: now,
                     last_seen_at: now,
+                    expires_at: now,
                 });
             entry.connections += 1;
             entry.last_seen_at = now;
+            entry.expires_at = self.lease(now);
             entry.clone()
         };
         let mut conn = self.conn.clone();
@@ -252,14 +260,13 @@ impl PresenceStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(internal)?;
-        let stale_before =
-            Utc::now() - chrono::Duration::from_std(self.timeout).unwrap_or_default();
+        let now = Utc::now();
         let mut by_user: HashMap<String, PresenceEntry> = HashMap::new();
         for raw in entries.values() {
             let Ok(entry) = serde_json::from_str::<StoredEntry>(raw) else {
                 continue;
             };
-            if entry.last_seen_at < stale_before || entry.connections <= 0 {
+            if entry.expires_at < now || entry.connections <= 0 {
                 continue;
             }
             let focus_task_id = focus
@@ -305,6 +312,7 @@ impl PresenceStore for RedisStore {
                 .iter_mut()
                 .map(|(k, e)| {
                     e.last_seen_at = now;
+                    e.expires_at = self.lease(now);
                     (k.clone(), e.clone())
                 })
                 .collect()
