@@ -57,9 +57,8 @@ pub async fn handle_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let media = match negotiate(&headers) {
-        Ok(media) => media,
-        Err(response) => return response,
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
     };
     let content_type = headers
         .get(CONTENT_TYPE)
@@ -118,9 +117,8 @@ async fn handle_query_string(
     headers: HeaderMap,
     uri: &axum::http::Uri,
 ) -> Response {
-    let media = match negotiate(&headers) {
-        Ok(media) => media,
-        Err(response) => return response,
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
     };
     let params: GetParams = match serde_urlencoded::from_str(uri.query().unwrap_or_default()) {
         Ok(params) => params,
@@ -204,25 +202,29 @@ impl Media {
 }
 
 /// Picks the response media type from `Accept`; none at all means `application/json`.
-fn negotiate(headers: &HeaderMap) -> Result<Media, Response> {
+fn negotiate(headers: &HeaderMap) -> Option<Media> {
     let Some(accept) = headers.get(ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(Media::Json);
+        return Some(Media::Json);
     };
     let accept = accept.to_ascii_lowercase();
     if accept.contains("application/graphql-response+json") {
-        Ok(Media::GraphqlResponse)
+        Some(Media::GraphqlResponse)
     } else if accept.contains("application/json")
         || accept.contains("*/*")
         || accept.contains("application/*")
     {
-        Ok(Media::Json)
+        Some(Media::Json)
     } else {
-        Err((
-            StatusCode::NOT_ACCEPTABLE,
-            "accept application/graphql-response+json or application/json",
-        )
-            .into_response())
+        None
     }
+}
+
+fn not_acceptable() -> Response {
+    (
+        StatusCode::NOT_ACCEPTABLE,
+        "accept application/graphql-response+json or application/json",
+    )
+        .into_response()
 }
 
 fn is_json(content_type: &str) -> bool {
