@@ -103,6 +103,31 @@ pub struct Config {
     #[arg(long, env = "TASKNEST_PRESENCE_COALESCE", default_value = "100ms", value_parser = duration("TASKNEST_PRESENCE_COALESCE"))]
     pub presence_coalesce: Duration,
 
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, env = "TASKNEST_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Deepest query accepted.
+    #[arg(long, env = "TASKNEST_MAX_DEPTH", default_value_t = 15, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub max_depth: u32,
+
+    /// Most complex query accepted (one point per selected field).
+    #[arg(long, env = "TASKNEST_MAX_COMPLEXITY", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    pub max_complexity: u32,
+
+    /// Whether schema introspection is allowed (`false` hides the schema in production).
+    #[arg(long, env = "TASKNEST_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub introspection: bool,
+
+    /// Browser origins allowed by CORS, comma-separated (credentials allowed for them only).
+    /// Empty: no cross-origin access.
+    #[arg(long, env = "TASKNEST_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
+    /// WebSocket: most operations one connection may run at once.
+    #[arg(long, env = "TASKNEST_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_subscriptions: u32,
+
     /// WebSocket: interval of server keep-alive pings.
     #[arg(long, env = "TASKNEST_WS_KEEPALIVE", default_value = "15s", value_parser = duration("TASKNEST_WS_KEEPALIVE"))]
     pub ws_keepalive: Duration,
@@ -129,6 +154,12 @@ impl Config {
             ws_keepalive: Duration::from_secs(15),
             presence_timeout: Duration::from_secs(30),
             presence_coalesce: Duration::from_millis(100),
+            max_body_bytes: 1024 * 1024,
+            max_depth: 15,
+            max_complexity: 2000,
+            introspection: true,
+            cors_origins: Vec::new(),
+            max_subscriptions: 100,
         }
     }
 }
@@ -182,6 +213,19 @@ fn duration(
             "{var} must be a positive duration like 500ms, 10s or 30d"
         )),
     }
+}
+
+fn parse_origin(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let url = url::Url::parse(value).map_err(|_| {
+        format!("TASKNEST_CORS_ORIGINS: {value} is not an origin like https://app.example.com")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.path() != "/" {
+        return Err(format!(
+            "TASKNEST_CORS_ORIGINS: {value} is not an origin like https://app.example.com"
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 fn parse_ttl(value: &str) -> Result<Duration, String> {

@@ -39,13 +39,19 @@ pub type TaskNestSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema on `state`.
 pub fn build_schema(state: AppState) -> TaskNestSchema {
-    Schema::build(
+    let config = state.config.clone();
+    let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
         Subscription::default(),
     )
-    .data(state)
-    .finish()
+    .limit_depth(config.max_depth as usize)
+    .limit_complexity(config.max_complexity as usize)
+    .data(state);
+    if !config.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
 }
 
 /// Adds what each request needs of its own: the viewer and fresh loaders. Loaders are per

@@ -4,8 +4,12 @@ mod graphql;
 mod health;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use std::sync::Arc;
@@ -25,7 +29,9 @@ pub struct HttpState {
 
 /// All routes of the service.
 pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
-    Router::new()
+    let body_limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
+    let cors = cors(&app.config.cors_origins);
+    let router = Router::new()
         .route("/", get(graphql::graphiql))
         .route(
             "/graphql",
@@ -33,6 +39,7 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
         )
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         // A panic becomes a 500 with no details instead of a dropped connection.
         .layer(CatchPanicLayer::new())
@@ -40,5 +47,28 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
             app,
             schema,
             multiplexer: Arc::new(Multiplexer::default()),
-        })
+        });
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for the configured origins only, with credentials; none configured, none allowed.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([AUTHORIZATION, CONTENT_TYPE, ACCEPT])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }

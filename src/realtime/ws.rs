@@ -126,6 +126,7 @@ struct Connection {
     state: HttpState,
     protocol: Protocol,
     settings: WsSettings,
+    max_subscriptions: usize,
     init_received: bool,
     viewer: Option<Viewer>,
     subscriptions: HashMap<String, JoinHandle<()>>,
@@ -137,10 +138,12 @@ impl Connection {
     fn new(state: HttpState, protocol: Protocol) -> Self {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         let settings = state.app.ws;
+        let max_subscriptions = state.app.config.max_subscriptions as usize;
         Self {
             state,
             protocol,
             settings,
+            max_subscriptions,
             init_received: false,
             viewer: None,
             subscriptions: HashMap::new(),
@@ -266,6 +269,15 @@ impl Connection {
                     .is_some_and(|task| !task.is_finished())
                 {
                     return Err(Close(4409, "Subscriber for this id already exists"));
+                }
+                self.subscriptions.retain(|_, task| !task.is_finished());
+                if self.subscriptions.len() >= self.max_subscriptions {
+                    let error = json!({ "type": "error", "id": id, "payload": [{
+                        "message": "too many operations on this connection",
+                        "extensions": { "code": "RATE_LIMITED" }
+                    }] });
+                    send(socket, &error).await.map_err(|_| Close(1000, ""))?;
+                    return Ok(None);
                 }
                 let task = self.start(id.clone(), payload, viewer);
                 self.subscriptions.insert(id, task);

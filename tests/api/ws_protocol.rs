@@ -139,3 +139,35 @@ async fn the_legacy_graphql_ws_protocol_streams_events_too() {
         "stop ends the stream"
     );
 }
+
+#[tokio::test]
+async fn a_connection_may_run_only_so_many_operations_at_once() {
+    let app = spawn_app_with(|c| c.max_subscriptions = 2).await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("1", EVENTS, json!({ "p": project })).await;
+    ws.subscribe("2", EVENTS, json!({ "p": project, "a": 0 }))
+        .await;
+    ws.subscribe("3", EVENTS, json!({ "p": project })).await;
+    let refused = ws.next().await.expect("a message");
+    assert_eq!(refused["id"], "3");
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+    // Completing one frees a slot.
+    ws.send(json!({ "type": "complete", "id": "1" })).await;
+    ws.subscribe("4", EVENTS, json!({ "p": project, "a": 0 }))
+        .await;
+    app.create_task(&alice, &project, "T").await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(
+            ws.next().await.expect("an event")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    ids.sort();
+    assert_eq!(ids, vec!["2", "4"]);
+}
