@@ -9,6 +9,7 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynch
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::state::DbStats;
 
 /// Key of the PostgreSQL advisory lock held while migrating, so that instances starting
@@ -19,7 +20,7 @@ const MIGRATION_LOCK_KEY: i64 = 0x7461_736b_6e65_7374; // "tasknest"
 pub async fn connect(
     config: &Config,
     max_connections: u32,
-    stats: Option<Arc<DbStats>>,
+    stats: Option<(Arc<DbStats>, Arc<Metrics>)>,
 ) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(config.database_url.clone());
     options
@@ -43,8 +44,11 @@ pub async fn connect(
             redact(&config.database_url)
         )
     })?;
-    if let Some(stats) = stats {
-        db.set_metric_callback(move |_info| stats.record_statement());
+    if let Some((stats, metrics)) = stats {
+        db.set_metric_callback(move |_info| {
+            stats.record_statement();
+            metrics.db_statements.inc();
+        });
     }
     Ok(db)
 }

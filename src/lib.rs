@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
+pub mod metrics;
 pub mod presence;
 pub mod projects;
 pub mod realtime;
@@ -32,6 +33,7 @@ pub use config::Config;
 pub use state::AppState;
 
 use crate::auth::{JwtKeys, UserDirectory};
+use crate::metrics::Metrics;
 use crate::presence::{MemoryStore, Presence, PresenceSettings, RedisStore};
 use crate::realtime::redis_bus::{self, RedisBus};
 use crate::realtime::ws::WsSettings;
@@ -56,14 +58,15 @@ impl Application {
             .context("JWT_SECRET must be resolved before the application is built")?;
         db::migrate(&config).await?;
         let db_stats = Arc::new(DbStats::default());
+        let metrics = Arc::new(Metrics::default());
         let db = db::connect(
             &config,
             config.database_max_connections,
-            Some(db_stats.clone()),
+            Some((db_stats.clone(), metrics.clone())),
         )
         .await?;
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(db.clone(), shutdown.clone());
+        let hub = Hub::new(db.clone(), shutdown.clone(), metrics.clone());
         let presence_settings = PresenceSettings {
             timeout: config.presence_timeout,
             coalesce: config.presence_coalesce,
@@ -105,13 +108,18 @@ impl Application {
             db,
             keys: Arc::new(JwtKeys::new(secret.as_bytes())),
             users: Arc::new(UserDirectory::default()),
-            realtime: Realtime { hub, bus },
+            realtime: Realtime {
+                hub,
+                bus,
+                metrics: metrics.clone(),
+            },
             presence,
             shutdown,
             ws: WsSettings {
                 init_timeout: config.ws_init_timeout,
                 keepalive: config.ws_keepalive,
             },
+            metrics,
             db_stats,
         };
         let schema = graphql::build_schema(state.clone());

@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::{JwtKeys, UserDirectory};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::realtime::Realtime;
 use crate::realtime::ws::WsSettings;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSocket timing.
     pub ws: WsSettings,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     /// Counters about database use (statements run), for metrics and for tests that pin
     /// the number of statements a query costs.
     pub db_stats: Arc<DbStats>,

@@ -18,6 +18,7 @@ use super::HttpState;
 use crate::auth::{self, Authentication};
 use crate::error::{code, with_error_codes};
 use crate::graphql::prepare_request;
+use crate::metrics::{OperationLabels, OperationName};
 
 /// GraphiQL, pointed at `/graphql`.
 pub async fn graphiql() -> impl IntoResponse {
@@ -168,6 +169,12 @@ async fn execute(
     request: Request,
     media: Media,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let name = request
+        .operation_name
+        .clone()
+        .or_else(|| single_operation_name(&request.query));
+    let operation = state.app.metrics.operation_label(name.as_deref());
     let authentication = authenticate(state, headers).await;
     let request = prepare_request(request, &state.app, authentication);
     let mut response = state.schema.execute(request).await;
@@ -175,6 +182,23 @@ async fn execute(
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
+    let outcome = match (request_failed, response.errors.is_empty()) {
+        (true, _) => "rejected",
+        (false, true) => "ok",
+        (false, false) => "error",
+    };
+    let metrics = &state.app.metrics;
+    metrics
+        .graphql_operations
+        .get_or_create(&OperationLabels {
+            operation: operation.clone(),
+            outcome,
+        })
+        .inc();
+    metrics
+        .graphql_duration
+        .get_or_create(&OperationName { operation })
+        .observe(started.elapsed().as_secs_f64());
     let status = match media {
         Media::GraphqlResponse if request_failed => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
@@ -252,6 +276,18 @@ fn is_query_operation(query: &str, operation_name: Option<&str>) -> bool {
             .filter(|_| ops.len() == 1),
     };
     ty.is_none_or(|ty| ty == OperationType::Query)
+}
+
+/// The name of the document's only operation, if it has one (for metrics and logs).
+fn single_operation_name(query: &str) -> Option<String> {
+    use async_graphql::parser::types::DocumentOperations;
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    match document.operations {
+        DocumentOperations::Multiple(ops) if ops.len() == 1 => {
+            ops.into_keys().next().map(|name| name.to_string())
+        }
+        _ => None,
+    }
 }
 
 /// A request that could not be run at all, with a coded error in GraphQL's shape.

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::HttpState;
@@ -39,4 +40,42 @@ pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) 
         status,
         Json(json!({ "status": overall, "database": database, "redis": redis.as_str() })),
     )
+}
+
+/// Prometheus metrics (OpenMetrics text). Status gauges are read at scrape time.
+pub async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let app = &state.app;
+    let database_up = app.db.ping().await.is_ok();
+    app.metrics.database_up.set(i64::from(database_up));
+    match app.realtime.bus.status() {
+        BusStatus::InProcess => {}
+        status => {
+            app.metrics.redis_up.set(i64::from(status == BusStatus::Up));
+        }
+    }
+    let (size, idle) = pool_usage(&app.db);
+    app.metrics.db_pool_connections.set(size);
+    app.metrics.db_pool_idle.set(idle);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}
+
+/// Open and idle connections of the pool.
+fn pool_usage(db: &sea_orm::DatabaseConnection) -> (i64, i64) {
+    match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (i64::from(pool.size()), pool.num_idle() as i64)
+        }
+        sea_orm::DatabaseBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (i64::from(pool.size()), pool.num_idle() as i64)
+        }
+        _ => (0, 0),
+    }
 }

@@ -5,8 +5,11 @@ mod health;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -39,6 +42,8 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
         )
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .layer(middleware::from_fn_with_state(app.clone(), track_requests))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         // A panic becomes a 500 with no details instead of a dropped connection.
@@ -52,6 +57,28 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     }
+}
+
+/// Counts and times every request by route and status.
+async fn track_requests(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = crate::metrics::HttpLabels {
+        method,
+        path,
+        status: response.status().as_u16(),
+    };
+    app.metrics.http_requests.get_or_create(&labels).inc();
+    app.metrics
+        .http_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// CORS for the configured origins only, with credentials; none configured, none allowed.

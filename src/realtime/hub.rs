@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::conflicts::ConflictNotice;
 use crate::entities::projects;
 use crate::events::{CommittedEvent, log};
+use crate::metrics::Metrics;
 
 /// How many events a room keeps for subscribers that fall behind; a subscriber further
 /// behind catches up from the log.
@@ -44,6 +45,7 @@ struct Room {
 /// This instance's rooms.
 pub struct Hub {
     db: DatabaseConnection,
+    metrics: Arc<Metrics>,
     /// This instance's id, to tell its own notices from others' on a shared bus.
     instance: Uuid,
     /// Conflict notices for this instance's `conflicts` subscriptions (rare: one channel).
@@ -60,9 +62,14 @@ pub struct Membership {
 
 impl Hub {
     /// A hub reading the log from `db`; its tasks stop when `shutdown` is cancelled.
-    pub fn new(db: DatabaseConnection, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        db: DatabaseConnection,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             db,
+            metrics,
             instance: Uuid::new_v4(),
             conflicts: broadcast::channel(256).0,
             rooms: Mutex::new(HashMap::new()),
@@ -139,6 +146,7 @@ impl Hub {
         let task = RoomTask {
             project_id,
             db: self.db.clone(),
+            metrics: self.metrics.clone(),
             events: events.clone(),
             last_seq: last_tx,
             delivery: delivery.clone(),
@@ -217,6 +225,7 @@ impl Hub {
 struct RoomTask {
     project_id: Uuid,
     db: DatabaseConnection,
+    metrics: Arc<Metrics>,
     events: broadcast::Sender<Arc<CommittedEvent>>,
     last_seq: watch::Sender<Option<i64>>,
     delivery: Arc<Mutex<()>>,
@@ -288,7 +297,12 @@ impl RoomTask {
     fn emit(&self, event: Arc<CommittedEvent>) {
         let _guard = self.delivery.lock().unwrap_or_else(|e| e.into_inner());
         let seq = event.seq();
-        let _ = self.events.send(event);
+        let age = (chrono::Utc::now() - event.row.created_at)
+            .to_std()
+            .unwrap_or_default();
+        self.metrics.commit_to_delivery.observe(age.as_secs_f64());
+        let receivers = self.events.send(event).unwrap_or_default();
+        self.metrics.events_delivered.inc_by(receivers as u64);
         self.last_seq.send_replace(Some(seq));
     }
 
@@ -314,6 +328,7 @@ impl RoomTask {
                     return;
                 }
                 Ok(rows) => {
+                    self.metrics.gap_repairs.inc_by(rows.len() as u64);
                     for row in rows {
                         if row.seq > self.last() {
                             self.pending.insert(row.seq, CommittedEvent::decode(row));

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::entities::events;
 use crate::events::CommittedEvent;
+use crate::metrics::Metrics;
 use crate::tasks::service::Conflict;
 
 use conflicts::ConflictNotice;
@@ -33,12 +34,15 @@ pub struct Realtime {
     pub hub: Arc<Hub>,
     /// How committed events reach every instance.
     pub bus: Arc<dyn Bus>,
+    /// Where events published are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Realtime {
     /// Announces an event after its transaction committed. Never waits on the network: a
     /// mutation's answer does not depend on the bus.
     pub fn committed(&self, row: events::Model) {
+        self.metrics.events_published.inc();
         self.bus.publish(CommittedEvent::decode(row));
     }
 

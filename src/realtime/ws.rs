@@ -153,6 +153,13 @@ impl Connection {
     }
 
     async fn run(mut self, mut socket: WebSocket) {
+        let metrics = self.state.app.metrics.clone();
+        metrics.ws_connections.inc();
+        self.serve(&mut socket).await;
+        metrics.ws_connections.dec();
+    }
+
+    async fn serve(&mut self, socket: &mut WebSocket) {
         let shutdown = self.state.app.shutdown.clone();
         let init_deadline = tokio::time::sleep(self.settings.init_timeout);
         tokio::pin!(init_deadline);
@@ -173,7 +180,7 @@ impl Connection {
                         Protocol::TransportWs => json!({ "type": "ping" }),
                         Protocol::Legacy => json!({ "type": "ka" }),
                     };
-                    if send(&mut socket, &ping).await.is_err() {
+                    if send(socket, &ping).await.is_err() {
                         break Close(1000, "");
                     }
                 }
@@ -204,7 +211,7 @@ impl Connection {
                         Ok(parsed) => parsed,
                         Err(_) => break Close(4400, "Invalid message received"),
                     };
-                    match self.handle(parsed, &mut socket).await {
+                    match self.handle(parsed, socket).await {
                         Ok(Some(deadline)) => expiry.as_mut().reset(deadline),
                         Ok(None) => {}
                         Err(close) => break close,
@@ -323,6 +330,20 @@ impl Connection {
         Ok(viewer)
     }
 
+    /// Spawns an operation's task, counted in `active_subscriptions` while it lives.
+    fn spawn_tracked(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let gauge = self.state.app.metrics.subscriptions.clone();
+        gauge.inc();
+        let tracked = Tracked(gauge);
+        tokio::spawn(async move {
+            let _tracked = tracked;
+            task.await;
+        })
+    }
+
     /// Runs one operation, forwarding its results as `next` (or legacy `data`) messages.
     /// A live `projectEvents` subscription joins a shared execution group instead.
     fn start(&self, id: String, payload: OperationPayload, viewer: Viewer) -> JoinHandle<()> {
@@ -339,11 +360,11 @@ impl Connection {
             payload.operation_name.as_deref(),
         ) {
             let state = self.state.clone();
-            return tokio::spawn(shared(state, key, payload, viewer, sink));
+            return self.spawn_tracked(shared(state, key, payload, viewer, sink));
         }
         let request = build_request(&self.state, payload, viewer, None);
         let responses = self.state.schema.execute_stream(request);
-        tokio::spawn(async move {
+        self.spawn_tracked(async move {
             sink.forward(responses).await;
         })
     }
@@ -351,4 +372,13 @@ impl Connection {
 
 async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error> {
     socket.send(Message::Text(message.to_string().into())).await
+}
+
+/// Keeps a gauge up while something lives (a task's future, aborted or finished).
+struct Tracked(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

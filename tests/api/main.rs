@@ -12,6 +12,7 @@ mod events;
 mod http;
 mod members;
 mod multi_instance;
+mod observability;
 mod pagination;
 mod permissions;
 mod presence;
