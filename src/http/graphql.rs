@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::HttpState;
 use crate::auth::{self, Authentication};
@@ -176,8 +177,13 @@ async fn execute(
         .or_else(|| single_operation_name(&request.query));
     let operation = state.app.metrics.operation_label(name.as_deref());
     let authentication = authenticate(state, headers).await;
+    let user = match &authentication {
+        Authentication::Viewer(viewer) => viewer.user_id.clone(),
+        _ => String::new(),
+    };
+    let span = tracing::info_span!("graphql", operation = %operation, user = %user);
     let request = prepare_request(request, &state.app, authentication);
-    let mut response = state.schema.execute(request).await;
+    let mut response = state.schema.execute(request).instrument(span.clone()).await;
     with_error_codes(&mut response.errors);
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
@@ -195,10 +201,18 @@ async fn execute(
             outcome,
         })
         .inc();
+    let elapsed = started.elapsed();
+    span.in_scope(|| {
+        tracing::info!(
+            outcome,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "operation"
+        );
+    });
     metrics
         .graphql_duration
         .get_or_create(&OperationName { operation })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     let status = match media {
         Media::GraphqlResponse if request_failed => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,

@@ -6,6 +6,7 @@ mod health;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderName;
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -13,6 +14,10 @@ use axum::response::Response;
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+/// The header carrying a request's id.
+const REQUEST_ID: &str = "x-request-id";
 use tower_http::trace::TraceLayer;
 
 use std::sync::Arc;
@@ -45,7 +50,29 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
         .route("/metrics", get(health::metrics))
         .layer(middleware::from_fn_with_state(app.clone(), track_requests))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        // Outermost: every request gets an id (or keeps the caller's), echoed in the answer.
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+            REQUEST_ID,
+        )))
+        .layer(SetRequestIdLayer::new(
+            HeaderName::from_static(REQUEST_ID),
+            MakeRequestUuid,
+        ))
         // A panic becomes a 500 with no details instead of a dropped connection.
         .layer(CatchPanicLayer::new())
         .with_state(HttpState {

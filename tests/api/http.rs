@@ -279,3 +279,29 @@ async fn cors_allows_listed_origins_with_credentials_and_no_others() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_keeps_the_callers() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .header("x-request-id", "trace-me-42")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+}
