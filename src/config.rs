@@ -128,6 +128,14 @@ pub struct Config {
     #[arg(long, env = "TASKNEST_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_subscriptions: u32,
 
+    /// Rate limit: mutations and operation starts a user may make at once (bucket size).
+    #[arg(long, env = "TASKNEST_RATE_BURST", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_burst: u32,
+
+    /// Rate limit: sustained mutations and operation starts per second per user.
+    #[arg(long, env = "TASKNEST_RATE_PER_SECOND", default_value_t = 20.0, value_parser = parse_rate)]
+    pub rate_per_second: f64,
+
     /// WebSocket: interval of server keep-alive pings.
     #[arg(long, env = "TASKNEST_WS_KEEPALIVE", default_value = "15s", value_parser = duration("TASKNEST_WS_KEEPALIVE"))]
     pub ws_keepalive: Duration,
@@ -160,6 +168,9 @@ impl Config {
             introspection: true,
             cors_origins: Vec::new(),
             max_subscriptions: 100,
+            // Tests drive far more writes than a person would; the limiter has its own tests.
+            rate_burst: 1_000_000,
+            rate_per_second: 1_000_000.0,
         }
     }
 }
@@ -226,6 +237,13 @@ fn parse_origin(value: &str) -> Result<String, String> {
         ));
     }
     Ok(value.trim_end_matches('/').to_owned())
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("TASKNEST_RATE_PER_SECOND must be a positive number".to_owned()),
+    }
 }
 
 fn parse_ttl(value: &str) -> Result<Duration, String> {

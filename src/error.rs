@@ -40,6 +40,8 @@ pub enum AppError {
     Conflict(String),
     /// An `after` cursor older than what the event log keeps.
     CursorExpired(i64),
+    /// Too many writes; try again after `retry_after_ms`.
+    RateLimited { retry_after_ms: u64 },
     /// Something broke on our side; the cause is logged, never sent.
     Internal(anyhow::Error),
 }
@@ -69,6 +71,9 @@ impl AppError {
             Self::CursorExpired(after) => {
                 format!("the event log no longer holds events after seq {after}; refetch the state")
             }
+            Self::RateLimited { retry_after_ms } => {
+                format!("too many requests: retry in {retry_after_ms} ms")
+            }
             Self::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -82,6 +87,7 @@ impl AppError {
             Self::BadInput { .. } => code::BAD_USER_INPUT,
             Self::Conflict(_) => code::CONFLICT,
             Self::CursorExpired(_) => code::CURSOR_EXPIRED,
+            Self::RateLimited { .. } => code::RATE_LIMITED,
             Self::Internal(_) => code::INTERNAL,
         }
     }
@@ -109,6 +115,13 @@ impl From<AppError> for async_graphql::Error {
             AppError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
                 async_graphql::Error::new("internal error").extend_with(|_, e| e.set("code", code))
+            }
+            AppError::RateLimited { retry_after_ms } => {
+                async_graphql::Error::new(AppError::RateLimited { retry_after_ms }.client_message())
+                    .extend_with(|_, e| {
+                        e.set("code", code);
+                        e.set("retryAfterMs", retry_after_ms);
+                    })
             }
             AppError::BadInput { field, message } => async_graphql::Error::new(message)
                 .extend_with(|_, e| {

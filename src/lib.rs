@@ -16,6 +16,7 @@ pub mod ids;
 pub mod metrics;
 pub mod presence;
 pub mod projects;
+pub mod ratelimit;
 pub mod realtime;
 pub mod state;
 pub mod tasks;
@@ -35,6 +36,7 @@ pub use state::AppState;
 use crate::auth::{JwtKeys, UserDirectory};
 use crate::metrics::Metrics;
 use crate::presence::{MemoryStore, Presence, PresenceSettings, RedisStore};
+use crate::ratelimit::{Limits, RateLimiter};
 use crate::realtime::redis_bus::{self, RedisBus};
 use crate::realtime::ws::WsSettings;
 use crate::realtime::{Bus, Hub, InProcessBus, Realtime};
@@ -103,6 +105,18 @@ impl Application {
             config.event_retention,
             shutdown.clone(),
         ));
+        let limits = Limits {
+            burst: config.rate_burst,
+            per_second: config.rate_per_second,
+        };
+        let rate_limiter = Arc::new(RateLimiter::new(
+            limits,
+            config
+                .redis_url
+                .as_deref()
+                .map(redis_bus::lazy_connection)
+                .transpose()?,
+        ));
         let state = AppState {
             config: Arc::new(config.clone()),
             db,
@@ -120,6 +134,7 @@ impl Application {
                 keepalive: config.ws_keepalive,
             },
             metrics,
+            rate_limiter,
             db_stats,
         };
         let schema = graphql::build_schema(state.clone());

@@ -9,6 +9,7 @@ use crate::auth::{JwtKeys, UserDirectory};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::ratelimit::RateLimiter;
 use crate::realtime::Realtime;
 use crate::realtime::ws::WsSettings;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSocket timing.
     pub ws: WsSettings,
+    /// Per-user limits on mutations and operation starts.
+    pub rate_limiter: Arc<RateLimiter>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Counters about database use (statements run), for metrics and for tests that pin

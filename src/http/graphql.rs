@@ -3,12 +3,13 @@
 //! over GET, 415 for a body that is not JSON, no batches. And the GraphiQL page.
 
 use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::OperationType;
 use async_graphql::{Request, Variables};
 use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
@@ -17,7 +18,7 @@ use tracing::Instrument;
 
 use super::HttpState;
 use crate::auth::{self, Authentication};
-use crate::error::{code, with_error_codes};
+use crate::error::{AppError, code, with_error_codes};
 use crate::graphql::prepare_request;
 use crate::metrics::{OperationLabels, OperationName};
 
@@ -181,6 +182,14 @@ async fn execute(
         Authentication::Viewer(viewer) => viewer.user_id.clone(),
         _ => String::new(),
     };
+    let is_mutation = operation_type(&request.query, request.operation_name.as_deref())
+        == Some(OperationType::Mutation);
+    if is_mutation
+        && !user.is_empty()
+        && let Err(limited) = state.app.rate_limiter.check(&user).await
+    {
+        return rate_limited(media, limited);
+    }
     let span = tracing::info_span!("graphql", operation = %operation, user = %user);
     let request = prepare_request(request, &state.app, authentication);
     let mut response = state.schema.execute(request).instrument(span.clone()).await;
@@ -274,11 +283,14 @@ fn is_json(content_type: &str) -> bool {
 /// Whether the operation a GET would run is a query (unparsable documents pass here and
 /// fail in execution with a proper error).
 fn is_query_operation(query: &str, operation_name: Option<&str>) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        return true;
-    };
-    let ty = match (&document.operations, operation_name) {
+    operation_type(query, operation_name).is_none_or(|ty| ty == OperationType::Query)
+}
+
+/// The type of the operation a request would run, when the document parses.
+fn operation_type(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+    use async_graphql::parser::types::DocumentOperations;
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    match (&document.operations, operation_name) {
         (DocumentOperations::Single(op), _) => Some(op.node.ty),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
             .get(&async_graphql::Name::new(name))
@@ -288,8 +300,7 @@ fn is_query_operation(query: &str, operation_name: Option<&str>) -> bool {
             .next()
             .map(|op| op.node.ty)
             .filter(|_| ops.len() == 1),
-    };
-    ty.is_none_or(|ty| ty == OperationType::Query)
+    }
 }
 
 /// The name of the document's only operation, if it has one (for metrics and logs).
@@ -302,6 +313,31 @@ fn single_operation_name(query: &str) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// A mutation over the user's limit: 429 with `Retry-After` for clients that negotiated the
+/// GraphQL response type, a 200 with the coded error (and `retryAfterMs`) otherwise.
+fn rate_limited(media: Media, error: AppError) -> Response {
+    let retry_after_ms = match &error {
+        AppError::RateLimited { retry_after_ms } => *retry_after_ms,
+        _ => 1000,
+    };
+    let error = async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
+    let body = json!({ "errors": [error] }).to_string();
+    let status = match media {
+        Media::GraphqlResponse => StatusCode::TOO_MANY_REQUESTS,
+        Media::Json => StatusCode::OK,
+    };
+    let retry_after = HeaderValue::from(retry_after_ms.div_ceil(1000));
+    (
+        status,
+        [
+            (CONTENT_TYPE, media.content_type()),
+            (RETRY_AFTER, retry_after),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// A request that could not be run at all, with a coded error in GraphQL's shape.

@@ -30,6 +30,8 @@ pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 
 /// Largest WebSocket message accepted from a client.
 const MAX_MESSAGE: usize = 64 * 1024;
+/// Operation starts per second above which a connection is closed with 4429.
+const FLOOD_PER_SECOND: u32 = 100;
 /// Outgoing messages queued per connection before subscriptions wait (and, if they wait
 /// too long, catch up from the log).
 const OUTGOING_QUEUE: usize = 256;
@@ -127,6 +129,8 @@ struct Connection {
     protocol: Protocol,
     settings: WsSettings,
     max_subscriptions: usize,
+    /// Operation starts in the current one-second window, to spot a flood.
+    starts: (tokio::time::Instant, u32),
     init_received: bool,
     viewer: Option<Viewer>,
     subscriptions: HashMap<String, JoinHandle<()>>,
@@ -144,6 +148,7 @@ impl Connection {
             protocol,
             settings,
             max_subscriptions,
+            starts: (tokio::time::Instant::now(), 0),
             init_received: false,
             viewer: None,
             subscriptions: HashMap::new(),
@@ -222,15 +227,23 @@ impl Connection {
         for (_, task) in self.subscriptions.drain() {
             task.abort();
         }
-        if close.0 != 1000 || !close.1.is_empty() {
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
-                    code: close.0,
-                    reason: close.1.into(),
-                })))
-                .await;
+        let frame = (close.0 != 1000 || !close.1.is_empty()).then(|| CloseFrame {
+            code: close.0,
+            reason: close.1.into(),
+        });
+        if socket.send(Message::Close(frame)).await.is_ok() {
+            // The closing handshake: read (and drop) what the client still sends until its
+            // Close, so that unread data does not turn our close into a reset that hides the
+            // close code from the client.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(message)) = socket.recv().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
-        let _ = socket.send(Message::Close(None)).await;
     }
 
     /// Handles one client message. `Ok(Some(deadline))` sets the token expiry timer.
@@ -276,6 +289,16 @@ impl Connection {
                     .is_some_and(|task| !task.is_finished())
                 {
                     return Err(Close(4409, "Subscriber for this id already exists"));
+                }
+                if self.flooding() {
+                    return Err(Close(4429, "Too many requests"));
+                }
+                if let Err(limited) = self.state.app.rate_limiter.check(&viewer.user_id).await {
+                    let error = async_graphql::Error::from(limited)
+                        .into_server_error(async_graphql::Pos::default());
+                    let message = json!({ "type": "error", "id": id, "payload": [error] });
+                    send(socket, &message).await.map_err(|_| Close(1000, ""))?;
+                    return Ok(None);
                 }
                 self.subscriptions.retain(|_, task| !task.is_finished());
                 if self.subscriptions.len() >= self.max_subscriptions {
@@ -328,6 +351,17 @@ impl Connection {
             return Err(Close(4500, "Internal error"));
         }
         Ok(viewer)
+    }
+
+    /// Whether this connection started more operations in the last second than any client
+    /// has reason to (a flood is closed with 4429 rather than answered message by message).
+    fn flooding(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.starts.0) >= Duration::from_secs(1) {
+            self.starts = (now, 0);
+        }
+        self.starts.1 += 1;
+        self.starts.1 > FLOOD_PER_SECOND
     }
 
     /// Spawns an operation's task, counted in `active_subscriptions` while it lives.

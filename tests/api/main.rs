@@ -17,6 +17,7 @@ mod pagination;
 mod permissions;
 mod presence;
 mod projects;
+mod rate_limits;
 mod retries;
 mod schema;
 mod subscriptions;
