@@ -138,7 +138,7 @@ impl Application {
             db_stats,
         };
         let schema = graphql::build_schema(state.clone());
-        let router = http::router(state.clone(), schema);
+        let router = http::router(state.clone(), schema)?;
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("cannot listen on {} (TASKNEST_ADDR)", config.addr))?;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::HttpState;
+use super::persisted::PersistedError;
 use crate::auth::{self, Authentication};
 use crate::error::{AppError, code, with_error_codes};
 use crate::graphql::prepare_request;
@@ -97,7 +98,22 @@ pub async fn handle_post(
             );
         }
     };
-    let mut request = Request::new(body.query);
+    let query = match state
+        .persisted
+        .resolve(body.query, body.extensions.as_ref())
+        .await
+    {
+        Ok(Some(query)) => query,
+        Ok(None) => {
+            return request_error(
+                media,
+                StatusCode::BAD_REQUEST,
+                "the body needs a string `query`",
+            );
+        }
+        Err(err) => return persisted_error(media, &err),
+    };
+    let mut request = Request::new(query);
     if let Some(variables) = body.variables.filter(|v| !v.is_null()) {
         if !variables.is_object() {
             return request_error(
@@ -127,8 +143,27 @@ async fn handle_query_string(
         Ok(params) => params,
         Err(_) => return request_error(media, StatusCode::BAD_REQUEST, "malformed query string"),
     };
-    let Some(query) = params.query else {
-        return request_error(media, StatusCode::BAD_REQUEST, "missing `query` parameter");
+    let extensions = match params
+        .extensions
+        .as_deref()
+        .map(serde_json::from_str::<Value>)
+    {
+        None => None,
+        Some(Ok(extensions)) => Some(extensions),
+        Some(Err(_)) => {
+            return request_error(media, StatusCode::BAD_REQUEST, "`extensions` must be JSON");
+        }
+    };
+    let query = match state
+        .persisted
+        .resolve(params.query, extensions.as_ref())
+        .await
+    {
+        Ok(Some(query)) => query,
+        Ok(None) => {
+            return request_error(media, StatusCode::BAD_REQUEST, "missing `query` parameter");
+        }
+        Err(err) => return persisted_error(media, &err),
     };
     if !is_query_operation(&query, params.operation_name.as_deref()) {
         let mut response = request_error(
@@ -340,6 +375,16 @@ fn rate_limited(media: Media, error: AppError) -> Response {
         .into_response()
 }
 
+/// A persisted-query miss is an ordinary GraphQL answer (200), which is how Apollo Client and
+/// urql expect to learn that they must send the full query.
+fn persisted_error(media: Media, error: &PersistedError) -> Response {
+    let status = match error {
+        PersistedError::NotFound => StatusCode::OK,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    request_error(media, status, error.message())
+}
+
 /// A request that could not be run at all, with a coded error in GraphQL's shape.
 fn request_error(media: Media, status: StatusCode, message: &str) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code::BAD_USER_INPUT } }] });
@@ -354,11 +399,14 @@ fn request_error(media: Media, status: StatusCode, message: &str) -> Response {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PostBody {
-    query: String,
+    #[serde(default)]
+    query: Option<String>,
     #[serde(default)]
     variables: Option<Value>,
     #[serde(default)]
     operation_name: Option<String>,
+    #[serde(default)]
+    extensions: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,6 +415,7 @@ struct GetParams {
     query: Option<String>,
     variables: Option<String>,
     operation_name: Option<String>,
+    extensions: Option<String>,
 }
 
 /// Reads and checks the bearer token, and keeps the user row in step with its claims.

@@ -2,6 +2,7 @@
 
 mod graphql;
 mod health;
+pub mod persisted;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use crate::graphql::TaskNestSchema;
 use crate::realtime::multiplex::Multiplexer;
 use crate::state::AppState;
+use persisted::PersistedQueries;
 
 /// Router state: the app state and the schema built on it.
 #[derive(Clone)]
@@ -33,10 +35,19 @@ pub struct HttpState {
     pub schema: TaskNestSchema,
     /// Shared executions of identical live subscriptions.
     pub multiplexer: Arc<Multiplexer>,
+    /// Automatic persisted queries.
+    pub persisted: Arc<PersistedQueries>,
 }
 
 /// All routes of the service.
-pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
+pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
+    let redis = app
+        .config
+        .redis_url
+        .as_deref()
+        .map(crate::realtime::redis_bus::lazy_connection)
+        .transpose()?;
+    let persisted = Arc::new(PersistedQueries::new(redis));
     let body_limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
     let cors = cors(&app.config.cors_origins);
     let router = Router::new()
@@ -79,11 +90,12 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> Router {
             app,
             schema,
             multiplexer: Arc::new(Multiplexer::default()),
+            persisted,
         });
-    match cors {
+    Ok(match cors {
         Some(cors) => router.layer(cors),
         None => router,
-    }
+    })
 }
 
 /// Counts and times every request by route and status.

@@ -15,6 +15,7 @@ mod multi_instance;
 mod observability;
 mod pagination;
 mod permissions;
+mod persisted_queries;
 mod presence;
 mod projects;
 mod rate_limits;
