@@ -22,8 +22,11 @@ async fn post(app: &TestApp, body: Value) -> (u16, Value) {
         .json(&body)
         .send()
         .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+        .expect("sent");
+    (
+        response.status().as_u16(),
+        response.json().await.expect("JSON"),
+    )
 }
 
 fn extension(hash: &str) -> Value {
