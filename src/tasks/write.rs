@@ -26,6 +26,29 @@ use crate::state::AppState;
 
 use super::patch::Patch;
 
+/// An answer that may be a conflict.
+trait Outcome {
+    fn conflict(&self) -> Option<&Conflict>;
+}
+
+impl Outcome for UpdateOutcome {
+    fn conflict(&self) -> Option<&Conflict> {
+        match self {
+            Self::Conflict(conflict) => Some(conflict),
+            Self::Updated { .. } => None,
+        }
+    }
+}
+
+impl Outcome for DeleteOutcome {
+    fn conflict(&self) -> Option<&Conflict> {
+        match self {
+            Self::Conflict(conflict) => Some(conflict),
+            Self::Deleted(_) => None,
+        }
+    }
+}
+
 /// How a write's answer came about, for the receipt that makes retries safe.
 enum Answer<T> {
     /// A retry: the first answer, from its receipt.
@@ -122,20 +145,14 @@ pub async fn update(
         &operation,
     )
     .await?;
-    let outcome = settle(
+    settle(
         state,
         viewer,
         client_mutation_id.as_deref(),
         &operation,
         answer,
     )
-    .await?;
-    if let UpdateOutcome::Conflict(conflict) = &outcome {
-        state
-            .realtime
-            .conflict(conflict.project_id, &viewer.user_id, conflict);
-    }
-    Ok(outcome)
+    .await
 }
 
 async fn apply_update(
@@ -235,20 +252,14 @@ pub async fn delete(
         &operation,
     )
     .await?;
-    let outcome = settle(
+    settle(
         state,
         viewer,
         client_mutation_id.as_deref(),
         &operation,
         answer,
     )
-    .await?;
-    if let DeleteOutcome::Conflict(conflict) = &outcome {
-        state
-            .realtime
-            .conflict(conflict.project_id, &viewer.user_id, conflict);
-    }
-    Ok(outcome)
+    .await
 }
 
 async fn apply_delete(
@@ -334,7 +345,8 @@ async fn replayed<T: serde::de::DeserializeOwned>(
 
 /// Writes the receipt of an answer that changed nothing (the lock's transaction was rolled
 /// back, since committing it would spend a seq without an event).
-async fn settle<T: serde::Serialize>(
+/// Also pushes a conflict to the writer's `conflicts` subscriptions (not again on a retry).
+async fn settle<T: serde::Serialize + Outcome>(
     state: &AppState,
     viewer: &Viewer,
     client_mutation_id: Option<&str>,
@@ -344,6 +356,11 @@ async fn settle<T: serde::Serialize>(
     match answer {
         Answer::Replayed(outcome) | Answer::Committed(outcome) => Ok(outcome),
         Answer::Unchanged(outcome) => {
+            if let Some(conflict) = outcome.conflict() {
+                state
+                    .realtime
+                    .conflict(conflict.project_id, &viewer.user_id, conflict);
+            }
             if let Some(cmid) = client_mutation_id {
                 idempotency::record(&state.db, &viewer.user_id, cmid, operation, &outcome).await?;
             }
