@@ -4,14 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::{
-    Context, ID, InputObject, Json, MaybeUndefined, Object, Result, SimpleObject, Union,
-};
+use async_graphql::{Context, ID, Json, Object, Result, SimpleObject, Union};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::cursor;
-use super::patch::Patch;
+use super::input::{CreateTaskInput, TaskPatch};
 use super::service::{
     self, Conflict, ConflictReason, DeleteOutcome, NewTask, TaskPage, UpdateOutcome,
 };
@@ -22,7 +20,6 @@ use crate::events::UserSnapshot;
 use crate::graphql::app_state;
 use crate::ids::{parse_user_id, parse_uuid};
 use crate::users::{User, prefetch_users, resolve_user};
-use crate::validate;
 
 /// A card on a project's board.
 #[derive(Clone)]
@@ -277,93 +274,6 @@ pub enum TaskDeleteResult {
     Deleted(TaskDeleted),
     /// Not deleted.
     Conflict(TaskConflict),
-}
-
-/// A new task.
-#[derive(InputObject)]
-pub struct CreateTaskInput {
-    /// The project to add it to.
-    project_id: ID,
-    /// Title, 1–200 characters after trimming.
-    title: String,
-    /// Description, up to 20,000 characters; default empty.
-    description: Option<String>,
-    /// Default TODO.
-    status: Option<TaskStatus>,
-    /// Default: after the project's last task.
-    position: Option<f64>,
-    /// 0 (none) to 4 (urgent); default 0.
-    priority: Option<i32>,
-    /// When it is due.
-    due_at: Option<DateTime<Utc>>,
-    /// A member of the project to assign it to.
-    assignee_id: Option<ID>,
-    /// Echoed on the TASK_CREATED event, to match an optimistic change.
-    client_mutation_id: Option<String>,
-}
-
-/// Changes to a task. Every field is optional: an absent field is left alone, an explicit
-/// null clears a nullable field.
-#[derive(InputObject)]
-pub struct TaskPatch {
-    /// New title, 1–200 characters after trimming.
-    title: MaybeUndefined<String>,
-    /// New description; null clears it.
-    description: MaybeUndefined<String>,
-    /// New status.
-    status: MaybeUndefined<TaskStatus>,
-    /// New position.
-    position: MaybeUndefined<f64>,
-    /// New priority, 0–4; null means 0.
-    priority: MaybeUndefined<i32>,
-    /// New due date; null clears it.
-    due_at: MaybeUndefined<DateTime<Utc>>,
-    /// New assignee (a member); null unassigns.
-    assignee_id: MaybeUndefined<ID>,
-}
-
-impl TaskPatch {
-    fn validate(self) -> Result<Patch, AppError> {
-        fn required<T>(field: &str, value: MaybeUndefined<T>) -> Result<Option<T>, AppError> {
-            match value {
-                MaybeUndefined::Undefined => Ok(None),
-                MaybeUndefined::Null => Err(AppError::bad_input(
-                    field,
-                    format!("{field} cannot be null"),
-                )),
-                MaybeUndefined::Value(v) => Ok(Some(v)),
-            }
-        }
-        Ok(Patch {
-            title: required("patch.title", self.title)?
-                .map(|t| validate::title("patch.title", &t))
-                .transpose()?,
-            description: match self.description {
-                MaybeUndefined::Undefined => None,
-                MaybeUndefined::Null => Some(String::new()),
-                MaybeUndefined::Value(d) => Some(validate::description("patch.description", d)?),
-            },
-            status: required("patch.status", self.status)?,
-            position: required("patch.position", self.position)?
-                .map(|p| validate::position("patch.position", p))
-                .transpose()?,
-            priority: match self.priority {
-                MaybeUndefined::Undefined => None,
-                MaybeUndefined::Null => Some(0),
-                MaybeUndefined::Value(p) => Some(validate::priority("patch.priority", Some(p))?),
-            },
-            due_at: match self.due_at {
-                MaybeUndefined::Undefined => None,
-                MaybeUndefined::Null => Some(None),
-                MaybeUndefined::Value(d) => Some(Some(d)),
-            },
-            assignee_id: match self.assignee_id {
-                MaybeUndefined::Undefined => None,
-                MaybeUndefined::Null => Some(None),
-                MaybeUndefined::Value(id) => Some(Some(parse_user_id("patch.assigneeId", &id)?)),
-            },
-        })
-    }
 }
 
 /// Queries about tasks.

@@ -2,6 +2,7 @@
 
 pub mod cursor;
 pub mod graphql;
+pub mod input;
 pub mod merge;
 pub mod patch;
 pub mod service;
