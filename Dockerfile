@@ -3,6 +3,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY migration ./migration
+COPY bench ./bench
 COPY src ./src
 COPY tests ./tests
 COPY schema.graphql clippy.toml ./
