@@ -165,17 +165,6 @@ async fn handle_query_string(
         }
         Err(err) => return persisted_error(media, &err),
     };
-    if !is_query_operation(&query, params.operation_name.as_deref()) {
-        let mut response = request_error(
-            media,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only queries may be sent with GET; use POST",
-        );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
-        return response;
-    }
     let mut request = Request::new(query);
     if let Some(variables) = params.variables {
         match serde_json::from_str::<Value>(&variables) {
@@ -194,6 +183,18 @@ async fn handle_query_string(
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
     }
+    // Unparsable documents pass here and fail in execution with a proper error.
+    if operation_of(&mut request).is_some_and(|(ty, _)| ty != OperationType::Query) {
+        let mut response = request_error(
+            media,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only queries may be sent with GET; use POST",
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
     execute(&state, &headers, request, media).await
 }
 
@@ -203,22 +204,18 @@ async fn handle_query_string(
 async fn execute(
     state: &HttpState,
     headers: &HeaderMap,
-    request: Request,
+    mut request: Request,
     media: Media,
 ) -> Response {
     let started = std::time::Instant::now();
-    let name = request
-        .operation_name
-        .clone()
-        .or_else(|| single_operation_name(&request.query));
-    let operation = state.app.metrics.operation_label(name.as_deref());
+    let (kind, name) = operation_of(&mut request).unzip();
+    let operation = state.app.metrics.operation_label(name.flatten().as_deref());
     let authentication = authenticate(state, headers).await;
     let user = match &authentication {
         Authentication::Viewer(viewer) => viewer.user_id.clone(),
         _ => String::new(),
     };
-    let is_mutation = operation_type(&request.query, request.operation_name.as_deref())
-        == Some(OperationType::Mutation);
+    let is_mutation = kind == Some(OperationType::Mutation);
     if is_mutation
         && !user.is_empty()
         && let Err(limited) = state.app.rate_limiter.check(&user).await
@@ -315,38 +312,22 @@ fn is_json(content_type: &str) -> bool {
         || essence.eq_ignore_ascii_case("application/graphql-response+json")
 }
 
-/// Whether the operation a GET would run is a query (unparsable documents pass here and
-/// fail in execution with a proper error).
-fn is_query_operation(query: &str, operation_name: Option<&str>) -> bool {
-    operation_type(query, operation_name).is_none_or(|ty| ty == OperationType::Query)
-}
-
-/// The type of the operation a request would run, when the document parses.
-fn operation_type(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+/// The type and name of the operation a request would run, when its document parses. The
+/// parse is kept in the request, so execution does not parse the query again.
+fn operation_of(request: &mut Request) -> Option<(OperationType, Option<String>)> {
     use async_graphql::parser::types::DocumentOperations;
-    let document = async_graphql::parser::parse_query(query).ok()?;
-    match (&document.operations, operation_name) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+    let given = request.operation_name.clone();
+    let document = request.parsed_query().ok()?;
+    match (&document.operations, given) {
+        (DocumentOperations::Single(op), given) => Some((op.node.ty, given)),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .get(&async_graphql::Name::new(name))
-            .map(|op| op.node.ty),
-        (DocumentOperations::Multiple(ops), None) => ops
-            .values()
+            .get(&async_graphql::Name::new(&name))
+            .map(|op| (op.node.ty, Some(name))),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
+            .iter()
             .next()
-            .map(|op| op.node.ty)
-            .filter(|_| ops.len() == 1),
-    }
-}
-
-/// The name of the document's only operation, if it has one (for metrics and logs).
-fn single_operation_name(query: &str) -> Option<String> {
-    use async_graphql::parser::types::DocumentOperations;
-    let document = async_graphql::parser::parse_query(query).ok()?;
-    match document.operations {
-        DocumentOperations::Multiple(ops) if ops.len() == 1 => {
-            ops.into_keys().next().map(|name| name.to_string())
-        }
-        _ => None,
+            .map(|(name, op)| (op.node.ty, Some(name.to_string()))),
+        (DocumentOperations::Multiple(_), None) => None,
     }
 }
 
