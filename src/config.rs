@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
 
+    /// How long a request waits for a database connection before failing with INTERNAL (so
+    /// that requests fail fast, rather than hang, while the database is away).
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = duration("DATABASE_ACQUIRE_TIMEOUT"))]
+    pub database_acquire_timeout: Duration,
+
     /// Redis for cross-instance events, e.g. `redis://127.0.0.1:6379`. Unset: in-process only.
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
@@ -152,6 +157,7 @@ impl Config {
         Self {
             database_url: database_url.into(),
             database_max_connections: 20,
+            database_acquire_timeout: Duration::from_secs(5),
             redis_url: None,
             jwt_secret: Some(jwt_secret.into()),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),

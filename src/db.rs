@@ -26,7 +26,7 @@ pub async fn connect(
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(10));
+        .acquire_timeout(config.database_acquire_timeout);
     if config.is_postgres() {
         options.max_connections(max_connections).min_connections(1);
     } else {

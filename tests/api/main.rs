@@ -9,6 +9,7 @@ mod cli;
 mod conflicts;
 mod efficiency;
 mod events;
+mod faults;
 mod http;
 mod members;
 mod multi_instance;

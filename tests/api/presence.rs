@@ -7,17 +7,17 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const EVENTS: &str = "subscription($p: ID!) { presenceEvents(projectId: $p) { kind projectId focusTaskId at user { id name } } }";
+pub const EVENTS: &str = "subscription($p: ID!) { presenceEvents(projectId: $p) { kind projectId focusTaskId at user { id name } } }";
 const LIST: &str =
     "query($p: ID!) { presence(projectId: $p) { focusTaskId onlineSince lastSeenAt user { id } } }";
-const FOCUS: &str = "mutation($p: ID!, $t: ID) { focusTask(projectId: $p, taskId: $t) { focusTaskId user { id } } }";
+pub const FOCUS: &str = "mutation($p: ID!, $t: ID) { focusTask(projectId: $p, taskId: $t) { focusTaskId user { id } } }";
 
 fn presence_event(message: &Value) -> &Value {
     &message["payload"]["data"]["presenceEvents"]
 }
 
 /// Presence ids in a `presence` answer.
-async fn present(app: &TestApp, token: &str, project: &str) -> Vec<String> {
+pub async fn present(app: &TestApp, token: &str, project: &str) -> Vec<String> {
     let data = app.ok(token, LIST, json!({ "p": project })).await;
     data["presence"]
         .as_array()
@@ -28,7 +28,7 @@ async fn present(app: &TestApp, token: &str, project: &str) -> Vec<String> {
 }
 
 /// Waits until `presence` lists exactly `users`.
-async fn until_present(app: &TestApp, token: &str, project: &str, users: &[&str]) {
+pub async fn until_present(app: &TestApp, token: &str, project: &str, users: &[&str]) {
     for _ in 0..100 {
         let mut now = present(app, token, project).await;
         now.sort();

@@ -1,9 +1,11 @@
 //! Spawning the app, minting tokens, and talking GraphQL to it (HTTP here, graphql-ws in
 //! `ws`, private Redis servers in `redis`).
 
+mod proxy;
 mod redis;
 mod ws;
 
+pub use proxy::TcpProxy;
 pub use redis::{RedisServer, require_redis};
 pub use ws::WsClient;
 
@@ -123,6 +125,11 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the app on a fresh database, with settings changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let (db, url) = TestDb::create().await;
+    start(url, Some(db), configure).await
+}
+
+/// Starts the app on `db`, reached at `url` (a proxy in front of it, say).
+pub async fn spawn_app_on(db: TestDb, url: String, configure: impl FnOnce(&mut Config)) -> TestApp {
     start(url, Some(db), configure).await
 }
 
@@ -342,6 +349,30 @@ impl ChildInstance {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the child instance did not start");
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the instance does.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "SIGTERM delivered");
+        }
+    }
+
+    /// Waits (without blocking the runtime) until the process has exited; its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("a running child");
+        for _ in 0..300 {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the child instance did not exit within 15 s");
     }
 
     /// SIGKILL: no graceful shutdown, no presence goodbyes.

@@ -89,6 +89,27 @@ impl WsClient {
         }
     }
 
+    /// The next message that is not a keep-alive, or the close code once the server closed.
+    pub async fn next_or_close(&mut self) -> Result<Value, Option<u16>> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a message within the wait");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                    if value["type"] == "ping" || value["type"] == "ka" {
+                        continue;
+                    }
+                    return Ok(value);
+                }
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.code.into())),
+                None | Some(Err(_)) => return Err(None),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
     /// The next `projectEvents` payload of subscription `id` (panics on anything else).
     pub async fn next_event(&mut self, id: &str) -> Value {
         let message = self.next().await.expect("an event");

@@ -6,9 +6,15 @@
 //! the entries of an instance whose heartbeat stopped; only the sweeper whose HDEL removed
 //! the entry takes its connections off the user's count, so a dead instance's users leave
 //! exactly once.
+//!
+//! While Redis is away the store runs on this instance's own entries (see [`fallback`]):
+//! joins, leaves and focus keep working for this instance's users, and `presence` lists
+//! them. The maintenance tick probes Redis and, once it answers, writes the local state back
+//! and recounts, so the shared registry is right again without anyone reconnecting.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +26,9 @@ use uuid::Uuid;
 use super::{PresenceEntry, PresenceEvent, PresenceEventKind, PresenceStore};
 use crate::error::AppError;
 use crate::events::UserSnapshot;
+
+mod resync;
+mod shared;
 
 /// The channel presence events travel on.
 pub const CHANNEL: &str = "tasknest:presence";
@@ -45,6 +54,9 @@ struct StoredEntry {
     /// The lease the writing instance took: its heartbeat time plus its own timeout. Sweepers
     /// go by this, not by their own setting, so instances need not agree on the timeout.
     expires_at: DateTime<Utc>,
+    /// The user's focus as this instance last set it, written back after an outage.
+    #[serde(default)]
+    focus_task_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,8 +69,15 @@ pub struct RedisStore {
     conn: ConnectionManager,
     instance: Uuid,
     timeout: Duration,
-    /// This instance's entries, to heartbeat them.
+    /// This instance's entries, to heartbeat them (and to serve from while Redis is away).
     local: Mutex<HashMap<(Uuid, String), StoredEntry>>,
+    /// Redis failed and the shared registry has not been rewritten since.
+    degraded: AtomicBool,
+    /// Joins and leaves hold it shared; the resync after an outage holds it alone.
+    gate: tokio::sync::RwLock<()>,
+    /// Projects whose entries changed while degraded (a user that left entirely is no
+    /// longer in `local`, but its entry in Redis must still go).
+    touched: Mutex<std::collections::HashSet<Uuid>>,
 }
 
 fn internal(err: redis::RedisError) -> AppError {
@@ -73,7 +92,31 @@ impl RedisStore {
             instance,
             timeout,
             local: Mutex::new(HashMap::new()),
+            degraded: AtomicBool::new(false),
+            gate: tokio::sync::RwLock::new(()),
+            touched: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Whether the store is serving from local state until Redis is back.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    /// Switches to local state after a failed Redis call.
+    fn degrade(&self, project: Uuid, err: &AppError) {
+        if !self.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(error = ?err, "presence: Redis unavailable, serving local state");
+        }
+        self.touch(project);
+    }
+
+    /// Notes that `project`'s shared entries must be rewritten when Redis is back.
+    fn touch(&self, project: Uuid) {
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(project);
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, String), StoredEntry>> {
@@ -140,6 +183,7 @@ impl PresenceStore for RedisStore {
         user: &UserSnapshot,
         now: DateTime<Utc>,
     ) -> Result<bool, AppError> {
+        let _gate = self.gate.read().await;
         let entry = {
             let mut local = self.local();
             let entry = local
@@ -150,78 +194,58 @@ impl PresenceStore for RedisStore {
                     online_since: now,
                     last_seen_at: now,
                     expires_at: now,
+                    focus_task_id: None,
                 });
             entry.connections += 1;
             entry.last_seen_at = now;
             entry.expires_at = self.lease(now);
             entry.clone()
         };
-        let mut conn = self.conn.clone();
-        let json = serde_json::to_string(&entry).map_err(anyhow::Error::from)?;
-        let _: () = conn
-            .sadd(PROJECTS, project.to_string())
-            .await
-            .map_err(internal)?;
-        let _: () = conn
-            .hset(entries_key(project), self.field(&user.id), json)
-            .await
-            .map_err(internal)?;
-        let total: i64 = conn
-            .hincr(users_key(project), &user.id, 1)
-            .await
-            .map_err(internal)?;
-        Ok(total == 1)
+        let first_here = entry.connections == 1;
+        if self.is_degraded() {
+            self.touch(project);
+            return Ok(first_here);
+        }
+        match self.shared_connect(project, &user.id, &entry).await {
+            Ok(first) => Ok(first),
+            Err(err) => {
+                self.degrade(project, &err);
+                Ok(first_here)
+            }
+        }
     }
 
     async fn disconnect(&self, project: Uuid, user_id: &str) -> Result<bool, AppError> {
+        let _gate = self.gate.read().await;
         let remaining_here = {
             let mut local = self.local();
             let key = (project, user_id.to_owned());
-            match local.get_mut(&key) {
-                Some(entry) => {
-                    entry.connections -= 1;
-                    let left = entry.connections;
-                    let snapshot = entry.clone();
-                    if left <= 0 {
-                        local.remove(&key);
-                    }
-                    Some((left, snapshot))
-                }
-                None => None,
+            let Some(entry) = local.get_mut(&key) else {
+                return Ok(false);
+            };
+            entry.connections -= 1;
+            if entry.connections <= 0 {
+                local.remove(&key);
+                None
+            } else {
+                Some(entry.clone())
             }
         };
-        let Some((left_here, snapshot)) = remaining_here else {
-            return Ok(false);
-        };
-        let mut conn = self.conn.clone();
-        if left_here <= 0 {
-            let _: () = conn
-                .hdel(entries_key(project), self.field(user_id))
-                .await
-                .map_err(internal)?;
-        } else {
-            let json = serde_json::to_string(&snapshot).map_err(anyhow::Error::from)?;
-            let _: () = conn
-                .hset(entries_key(project), self.field(user_id), json)
-                .await
-                .map_err(internal)?;
+        let last_here = remaining_here.is_none();
+        if self.is_degraded() {
+            self.touch(project);
+            return Ok(last_here);
         }
-        let total: i64 = conn
-            .hincr(users_key(project), user_id, -1)
+        match self
+            .shared_disconnect(project, user_id, remaining_here.as_ref())
             .await
-            .map_err(internal)?;
-        if total <= 0 {
-            let _: () = conn
-                .hdel(users_key(project), user_id)
-                .await
-                .map_err(internal)?;
-            let _: () = conn
-                .hdel(focus_key(project), user_id)
-                .await
-                .map_err(internal)?;
-            return Ok(true);
+        {
+            Ok(last) => Ok(last),
+            Err(err) => {
+                self.degrade(project, &err);
+                Ok(last_here)
+            }
         }
-        Ok(false)
     }
 
     async fn focus(
@@ -231,68 +255,45 @@ impl PresenceStore for RedisStore {
         task: Option<Uuid>,
         _now: DateTime<Utc>,
     ) -> Result<(), AppError> {
-        let mut conn = self.conn.clone();
-        let present: Option<i64> = conn
-            .hget(users_key(project), user_id)
-            .await
-            .map_err(internal)?;
-        if present.unwrap_or_default() <= 0 {
+        let _gate = self.gate.read().await;
+        let present_here = {
+            let mut local = self.local();
+            match local.get_mut(&(project, user_id.to_owned())) {
+                Some(entry) => {
+                    entry.focus_task_id = task;
+                    true
+                }
+                None => false,
+            }
+        };
+        let present = if self.is_degraded() {
+            present_here
+        } else {
+            match self.shared_focus(project, user_id, task).await {
+                Ok(present) => present,
+                Err(err) => {
+                    self.degrade(project, &err);
+                    present_here
+                }
+            }
+        };
+        if !present {
             return Err(AppError::bad_input(
                 "projectId",
                 "subscribe to presenceEvents of this project before focusing a task",
             ));
         }
-        let json =
-            serde_json::to_string(&StoredFocus { task_id: task }).map_err(anyhow::Error::from)?;
-        let _: () = conn
-            .hset(focus_key(project), user_id, json)
-            .await
-            .map_err(internal)?;
         Ok(())
     }
 
     async fn list(&self, project: Uuid) -> Result<Vec<PresenceEntry>, AppError> {
-        let mut conn = self.conn.clone();
-        // One round trip for both hashes.
-        let (entries, focus): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
-            .hgetall(entries_key(project))
-            .hgetall(focus_key(project))
-            .query_async(&mut conn)
-            .await
-            .map_err(internal)?;
-        let now = Utc::now();
-        let mut by_user: HashMap<String, PresenceEntry> = HashMap::new();
-        for raw in entries.values() {
-            let Ok(entry) = serde_json::from_str::<StoredEntry>(raw) else {
-                continue;
-            };
-            if entry.expires_at < now || entry.connections <= 0 {
-                continue;
+        if !self.is_degraded() {
+            match self.shared_list(project).await {
+                Ok(list) => return Ok(list),
+                Err(err) => self.degrade(project, &err),
             }
-            let focus_task_id = focus
-                .get(&entry.user.id)
-                .and_then(|f| serde_json::from_str::<StoredFocus>(f).ok())
-                .and_then(|f| f.task_id);
-            by_user
-                .entry(entry.user.id.clone())
-                .and_modify(|p| {
-                    p.online_since = p.online_since.min(entry.online_since);
-                    p.last_seen_at = p.last_seen_at.max(entry.last_seen_at);
-                })
-                .or_insert(PresenceEntry {
-                    user: entry.user.clone(),
-                    focus_task_id,
-                    online_since: entry.online_since,
-                    last_seen_at: entry.last_seen_at,
-                });
         }
-        let mut list: Vec<PresenceEntry> = by_user.into_values().collect();
-        list.sort_by(|a, b| {
-            a.online_since
-                .cmp(&b.online_since)
-                .then(a.user.id.cmp(&b.user.id))
-        });
-        Ok(list)
+        Ok(self.local_list(project))
     }
 
     async fn publish(&self, event: &PresenceEvent) {
@@ -306,6 +307,12 @@ impl PresenceStore for RedisStore {
     }
 
     async fn maintain(&self, now: DateTime<Utc>) -> Vec<PresenceEvent> {
+        if self.is_degraded() {
+            if let Err(err) = self.resync().await {
+                tracing::debug!(error = %err, "presence: Redis still unavailable");
+                return Vec::new();
+            }
+        }
         let mine: Vec<((Uuid, String), StoredEntry)> = {
             let mut local = self.local();
             local
@@ -327,7 +334,10 @@ impl PresenceStore for RedisStore {
                 }
             }
             if let Err(err) = pipe.query_async::<()>(&mut conn).await {
-                tracing::warn!(error = %err, "presence heartbeat failed");
+                for ((project, _), _) in &mine {
+                    self.degrade(*project, &internal(err.clone()));
+                }
+                return Vec::new();
             }
         }
         let projects: std::collections::HashSet<String> = match conn.smembers(PROJECTS).await {
@@ -337,6 +347,20 @@ impl PresenceStore for RedisStore {
                 return Vec::new();
             }
         };
+        // A Redis that restarted between two ticks (and keeps nothing on disk) forgot this
+        // instance's projects: write everything back rather than wait for a failed call.
+        if mine
+            .iter()
+            .any(|((project, _), _)| !projects.contains(&project.to_string()))
+        {
+            for ((project, _), _) in &mine {
+                self.touch(*project);
+            }
+            if let Err(err) = self.resync().await {
+                self.degraded.store(true, Ordering::Release);
+                tracing::warn!(error = %err, "presence resync failed");
+            }
+        }
         let mut left = Vec::new();
         for project in projects.iter().filter_map(|p| Uuid::parse_str(p).ok()) {
             match self.sweep(project, now).await {

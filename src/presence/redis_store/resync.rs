@@ -1,0 +1,129 @@
+//! Rewriting the shared presence after a Redis outage, each project atomically in Redis.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use redis::AsyncCommands;
+use uuid::Uuid;
+
+use super::{
+    PROJECTS, RedisStore, SEP, StoredEntry, StoredFocus, entries_key, focus_key, users_key,
+};
+
+impl RedisStore {
+    /// Writes this instance's state back into Redis after an outage and recounts each
+    /// touched project's users from the entries. Holds the gate, so no join or leave
+    /// interleaves with it.
+    pub(super) async fn resync(&self) -> Result<(), redis::RedisError> {
+        let _gate = self.gate.write().await;
+        let local: Vec<((Uuid, String), StoredEntry)> = self
+            .local()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let mut projects: HashSet<Uuid> = self
+            .touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        projects.extend(local.iter().map(|((p, _), _)| *p));
+        let mut conn = self.conn.clone();
+        for project in projects {
+            let mut mine = serde_json::Map::new();
+            let mut focus = serde_json::Map::new();
+            for ((p, user), entry) in &local {
+                if *p != project {
+                    continue;
+                }
+                let json = serde_json::to_string(entry).unwrap_or_default();
+                mine.insert(self.field(user), json.into());
+                let f = serde_json::to_string(&StoredFocus {
+                    task_id: entry.focus_task_id,
+                })
+                .unwrap_or_default();
+                focus.insert(user.clone(), f.into());
+            }
+            rewrite_project(
+                &mut conn,
+                [entries_key(project), users_key(project), focus_key(project)],
+                &format!("{SEP}{}", self.instance),
+                &serde_json::Value::Object(mine),
+                &serde_json::Value::Object(focus),
+            )
+            .await?;
+            if !local.iter().any(|((p, _), _)| *p == project) {
+                continue;
+            }
+            let _: () = conn.sadd(PROJECTS, project.to_string()).await?;
+        }
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.degraded.store(false, Ordering::Release);
+        tracing::info!("presence: Redis is back, shared registry rewritten");
+        Ok(())
+    }
+}
+
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+
+/// KEYS: entries, users, focus. ARGV: this instance's field suffix, its entries (field →
+/// JSON) and its users' focus (user → JSON). Drops this instance's entries that are gone,
+/// writes the others, and recounts every user's connections from all instances' entries, so
+/// the counts that joins and leaves missed during the outage are right again.
+const SCRIPT: &str = r"
+local suffix = ARGV[1]
+local mine = cjson.decode(ARGV[2])
+local focus = cjson.decode(ARGV[3])
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, -#suffix) == suffix and mine[field] == nil then
+    redis.call('HDEL', KEYS[1], field)
+  end
+end
+for field, entry in pairs(mine) do
+  redis.call('HSET', KEYS[1], field, entry)
+end
+local all = redis.call('HGETALL', KEYS[1])
+local counts = {}
+for i = 1, #all, 2 do
+  local ok, entry = pcall(cjson.decode, all[i + 1])
+  if ok and type(entry) == 'table' and type(entry.connections) == 'number'
+      and type(entry.user) == 'table' then
+    local user = entry.user.id
+    counts[user] = (counts[user] or 0) + entry.connections
+  end
+end
+redis.call('DEL', KEYS[2])
+for user, count in pairs(counts) do
+  if count > 0 then redis.call('HSET', KEYS[2], user, count) end
+end
+for _, user in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if (counts[user] or 0) <= 0 then redis.call('HDEL', KEYS[3], user) end
+end
+for user, f in pairs(focus) do
+  redis.call('HSET', KEYS[3], user, f)
+end
+return 1
+";
+
+/// Runs the rewrite for one project.
+async fn rewrite_project(
+    conn: &mut ConnectionManager,
+    keys: [String; 3],
+    suffix: &str,
+    entries: &Value,
+    focus: &Value,
+) -> Result<(), redis::RedisError> {
+    redis::Script::new(SCRIPT)
+        .key(&keys[0])
+        .key(&keys[1])
+        .key(&keys[2])
+        .arg(suffix)
+        .arg(entries.to_string())
+        .arg(focus.to_string())
+        .invoke_async::<i64>(conn)
+        .await
+        .map(|_| ())
+}

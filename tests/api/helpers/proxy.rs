@@ -1,0 +1,67 @@
+//! A TCP proxy a test can cut and restore, to take a service away from the app without
+//! touching the machine's shared server.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Forwards `127.0.0.1:port` to `target` while up.
+pub struct TcpProxy {
+    pub port: u16,
+    target: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding to `target` on a free port.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let proxy = Self {
+            port,
+            target,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let target = self.target;
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().expect("proxy tasks").push(link);
+            }
+        });
+        self.tasks.lock().expect("proxy tasks").push(accept);
+    }
+
+    /// Drops every open link and refuses new ones (as a server that went down).
+    pub fn cut(&self) {
+        for task in self.tasks.lock().expect("proxy tasks").drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Accepts and forwards again on the same port.
+    pub async fn restore(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("rebind proxy port");
+        self.serve(listener);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
