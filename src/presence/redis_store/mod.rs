@@ -307,11 +307,11 @@ impl PresenceStore for RedisStore {
     }
 
     async fn maintain(&self, now: DateTime<Utc>) -> Vec<PresenceEvent> {
-        if self.is_degraded() {
-            if let Err(err) = self.resync().await {
-                tracing::debug!(error = %err, "presence: Redis still unavailable");
-                return Vec::new();
-            }
+        if self.is_degraded()
+            && let Err(err) = self.resync().await
+        {
+            tracing::debug!(error = %err, "presence: Redis still unavailable");
+            return Vec::new();
         }
         let mine: Vec<((Uuid, String), StoredEntry)> = {
             let mut local = self.local();
