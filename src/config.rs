@@ -141,6 +141,14 @@ pub struct Config {
     #[arg(long, env = "TASKNEST_RATE_PER_SECOND", default_value_t = 20.0, value_parser = parse_rate)]
     pub rate_per_second: f64,
 
+    /// Most operations in one batched POST (an array body); 0 turns batching off.
+    #[arg(long, env = "TASKNEST_MAX_BATCH", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_batch: u32,
+
+    /// WebSocket: most connections one user may hold open on one instance (more: 4429).
+    #[arg(long, env = "TASKNEST_MAX_CONNECTIONS_PER_USER", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections_per_user: u32,
+
     /// WebSocket: interval of server keep-alive pings.
     #[arg(long, env = "TASKNEST_WS_KEEPALIVE", default_value = "15s", value_parser = duration("TASKNEST_WS_KEEPALIVE"))]
     pub ws_keepalive: Duration,
@@ -166,6 +174,8 @@ impl Config {
             event_retention: Duration::from_secs(30 * 24 * 3600),
             ws_init_timeout: Duration::from_secs(10),
             ws_keepalive: Duration::from_secs(15),
+            max_batch: 0,
+            max_connections_per_user: 50,
             presence_timeout: Duration::from_secs(30),
             presence_coalesce: Duration::from_millis(100),
             max_body_bytes: 1024 * 1024,

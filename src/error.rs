@@ -23,6 +23,8 @@ pub mod code {
     pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     pub const INTERNAL: &str = "INTERNAL";
+    /// An automatic persisted query's hash is not known (yet): send the full query.
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 }
 
 /// An error from the service layer.

@@ -133,6 +133,7 @@ impl Application {
                 init_timeout: config.ws_init_timeout,
                 keepalive: config.ws_keepalive,
             },
+            ws_users: Arc::default(),
             metrics,
             rate_limiter,
             db_stats,

@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::realtime::Realtime;
+use crate::realtime::connections::UserConnections;
 use crate::realtime::ws::WsSettings;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSocket timing.
     pub ws: WsSettings,
+    /// Open WebSocket connections per user (limited by `max_connections_per_user`).
+    pub ws_users: Arc<UserConnections>,
     /// Per-user limits on mutations and operation starts.
     pub rate_limiter: Arc<RateLimiter>,
     /// Prometheus metrics.

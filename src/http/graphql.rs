@@ -2,9 +2,9 @@
 //! response media type by `Accept`, 400 for requests that cannot run, 405 for a mutation
 //! over GET, 415 for a body that is not JSON, no batches. And the GraphiQL page.
 
+use async_graphql::Request;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{Request, Variables};
 use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::State;
@@ -12,12 +12,11 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::HttpState;
-use super::persisted::PersistedError;
+use super::decode::{self, Rejection};
 use crate::auth::{self, Authentication};
 use crate::error::{AppError, code, with_error_codes};
 use crate::graphql::prepare_request;
@@ -55,7 +54,8 @@ pub async fn handle_get(
     handle_query_string(state, parts.headers, &parts.uri).await
 }
 
-/// `POST /graphql` with a JSON body.
+/// `POST /graphql` with a JSON body: one operation, or a batch (an array) when batching
+/// is turned on.
 pub async fn handle_post(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -81,53 +81,54 @@ pub async fn handle_post(
             return request_error(media, StatusCode::BAD_REQUEST, "the body is not valid JSON");
         }
     };
-    if body.is_array() {
+    if let Value::Array(items) = body {
+        return batch(&state, &headers, items, media).await;
+    }
+    match decode::post_body(&state, body).await {
+        Ok(request) => execute(&state, &headers, request, media).await,
+        Err(rejection) => rejected(media, &rejection),
+    }
+}
+
+/// A batch: each operation runs on its own (in order) and the answer is an array of their
+/// results, as Apollo's batch link expects. Off unless `TASKNEST_MAX_BATCH` is set, and
+/// capped by it.
+async fn batch(
+    state: &HttpState,
+    headers: &HeaderMap,
+    items: Vec<Value>,
+    media: Media,
+) -> Response {
+    let cap = state.app.config.max_batch as usize;
+    if cap == 0 {
         return request_error(
             media,
             StatusCode::BAD_REQUEST,
             "batched requests are not accepted",
         );
     }
-    let body: PostBody = match serde_json::from_value(body) {
-        Ok(body) => body,
-        Err(_) => {
-            return request_error(
-                media,
-                StatusCode::BAD_REQUEST,
-                "the body must be an object with a string `query`",
-            );
-        }
-    };
-    let query = match state
-        .persisted
-        .resolve(body.query, body.extensions.as_ref())
-        .await
-    {
-        Ok(Some(query)) => query,
-        Ok(None) => {
-            return request_error(
-                media,
-                StatusCode::BAD_REQUEST,
-                "the body needs a string `query`",
-            );
-        }
-        Err(err) => return persisted_error(media, &err),
-    };
-    let mut request = Request::new(query);
-    if let Some(variables) = body.variables.filter(|v| !v.is_null()) {
-        if !variables.is_object() {
-            return request_error(
-                media,
-                StatusCode::BAD_REQUEST,
-                "`variables` must be an object",
-            );
-        }
-        request = request.variables(Variables::from_json(variables));
+    if items.is_empty() || items.len() > cap {
+        let message = format!("a batch must hold between 1 and {cap} operations");
+        return request_error(media, StatusCode::BAD_REQUEST, &message);
     }
-    if let Some(name) = body.operation_name {
-        request = request.operation_name(name);
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        let result = match decode::post_body(state, item).await {
+            Ok(request) => match run(state, headers, request).await {
+                Ran::Done { response, .. } => serde_json::to_value(&response)
+                    .unwrap_or_else(|_| json!({ "errors": [{ "message": "internal error" }] })),
+                Ran::Limited(error) => limited_body(error),
+            },
+            Err(rejection) => rejection.body(),
+        };
+        results.push(result);
     }
-    execute(&state, &headers, request, media).await
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, media.content_type())],
+        Value::Array(results).to_string(),
+    )
+        .into_response()
 }
 
 /// Runs a GET query (never a mutation: that is 405).
@@ -139,50 +140,10 @@ async fn handle_query_string(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let params: GetParams = match serde_urlencoded::from_str(uri.query().unwrap_or_default()) {
-        Ok(params) => params,
-        Err(_) => return request_error(media, StatusCode::BAD_REQUEST, "malformed query string"),
+    let mut request = match decode::query_string(&state, uri.query().unwrap_or_default()).await {
+        Ok(request) => request,
+        Err(rejection) => return rejected(media, &rejection),
     };
-    let extensions = match params
-        .extensions
-        .as_deref()
-        .map(serde_json::from_str::<Value>)
-    {
-        None => None,
-        Some(Ok(extensions)) => Some(extensions),
-        Some(Err(_)) => {
-            return request_error(media, StatusCode::BAD_REQUEST, "`extensions` must be JSON");
-        }
-    };
-    let query = match state
-        .persisted
-        .resolve(params.query, extensions.as_ref())
-        .await
-    {
-        Ok(Some(query)) => query,
-        Ok(None) => {
-            return request_error(media, StatusCode::BAD_REQUEST, "missing `query` parameter");
-        }
-        Err(err) => return persisted_error(media, &err),
-    };
-    let mut request = Request::new(query);
-    if let Some(variables) = params.variables {
-        match serde_json::from_str::<Value>(&variables) {
-            Ok(v) if v.is_object() || v.is_null() => {
-                request = request.variables(Variables::from_json(v));
-            }
-            _ => {
-                return request_error(
-                    media,
-                    StatusCode::BAD_REQUEST,
-                    "`variables` must be a JSON object",
-                );
-            }
-        }
-    }
-    if let Some(name) = params.operation_name {
-        request = request.operation_name(name);
-    }
     // Unparsable documents pass here and fail in execution with a proper error.
     if operation_of(&mut request).is_some_and(|(ty, _)| ty != OperationType::Query) {
         let mut response = request_error(
@@ -198,15 +159,44 @@ async fn handle_query_string(
     execute(&state, &headers, request, media).await
 }
 
+/// What running one operation came to.
+enum Ran {
+    /// Executed; `request_failed` when it failed before execution (parse, validation).
+    Done {
+        response: async_graphql::Response,
+        request_failed: bool,
+    },
+    /// A mutation over the user's rate limit, not run.
+    Limited(AppError),
+}
+
 /// Executes as the token's viewer, and answers per the negotiated media type: with
 /// `application/graphql-response+json` a request that fails before execution (parse,
 /// validation, variables) is a 400; with `application/json` every GraphQL answer is a 200.
 async fn execute(
     state: &HttpState,
     headers: &HeaderMap,
-    mut request: Request,
+    request: Request,
     media: Media,
 ) -> Response {
+    let (response, request_failed) = match run(state, headers, request).await {
+        Ran::Done {
+            response,
+            request_failed,
+        } => (response, request_failed),
+        Ran::Limited(error) => return rate_limited(media, error),
+    };
+    let status = match media {
+        Media::GraphqlResponse if request_failed => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    let body = serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec());
+    (status, [(CONTENT_TYPE, media.content_type())], body).into_response()
+}
+
+/// Authenticates, applies the rate limit to mutations, executes in a span, and counts and
+/// times the operation.
+async fn run(state: &HttpState, headers: &HeaderMap, mut request: Request) -> Ran {
     let started = std::time::Instant::now();
     let (kind, name) = operation_of(&mut request).unzip();
     let operation = state.app.metrics.operation_label(name.flatten().as_deref());
@@ -220,7 +210,7 @@ async fn execute(
         && !user.is_empty()
         && let Err(limited) = state.app.rate_limiter.check(&user).await
     {
-        return rate_limited(media, limited);
+        return Ran::Limited(limited);
     }
     let span = tracing::info_span!("graphql", operation = %operation, user = %user);
     let request = prepare_request(request, &state.app, authentication);
@@ -254,12 +244,10 @@ async fn execute(
         .graphql_duration
         .get_or_create(&OperationName { operation })
         .observe(elapsed.as_secs_f64());
-    let status = match media {
-        Media::GraphqlResponse if request_failed => StatusCode::BAD_REQUEST,
-        _ => StatusCode::OK,
-    };
-    let body = serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec());
-    (status, [(CONTENT_TYPE, media.content_type())], body).into_response()
+    Ran::Done {
+        response,
+        request_failed,
+    }
 }
 
 /// The response media types of GraphQL over HTTP.
@@ -338,8 +326,7 @@ fn rate_limited(media: Media, error: AppError) -> Response {
         AppError::RateLimited { retry_after_ms } => *retry_after_ms,
         _ => 1000,
     };
-    let error = async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
-    let body = json!({ "errors": [error] }).to_string();
+    let body = limited_body(error).to_string();
     let status = match media {
         Media::GraphqlResponse => StatusCode::TOO_MANY_REQUESTS,
         Media::Json => StatusCode::OK,
@@ -356,14 +343,21 @@ fn rate_limited(media: Media, error: AppError) -> Response {
         .into_response()
 }
 
-/// A persisted-query miss is an ordinary GraphQL answer (200), which is how Apollo Client and
-/// urql expect to learn that they must send the full query.
-fn persisted_error(media: Media, error: &PersistedError) -> Response {
-    let status = match error {
-        PersistedError::NotFound => StatusCode::OK,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    request_error(media, status, error.message())
+/// The `RATE_LIMITED` error (with `retryAfterMs`) in GraphQL's response shape.
+fn limited_body(error: AppError) -> Value {
+    let error = async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
+    json!({ "errors": [error] })
+}
+
+/// A request that could not be run; a persisted-query miss is an ordinary GraphQL answer
+/// (200), which is how Apollo Client and urql learn that they must send the full query.
+fn rejected(media: Media, rejection: &Rejection) -> Response {
+    (
+        rejection.status(),
+        [(CONTENT_TYPE, media.content_type())],
+        rejection.body().to_string(),
+    )
+        .into_response()
 }
 
 /// A request that could not be run at all, with a coded error in GraphQL's shape.
@@ -375,28 +369,6 @@ fn request_error(media: Media, status: StatusCode, message: &str) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PostBody {
-    #[serde(default)]
-    query: Option<String>,
-    #[serde(default)]
-    variables: Option<Value>,
-    #[serde(default)]
-    operation_name: Option<String>,
-    #[serde(default)]
-    extensions: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GetParams {
-    query: Option<String>,
-    variables: Option<String>,
-    operation_name: Option<String>,
-    extensions: Option<String>,
 }
 
 /// Reads and checks the bearer token, and keeps the user row in step with its claims.

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, the GraphQL endpoint, GraphiQL and health checks.
 
+mod decode;
 mod graphql;
 mod health;
 pub mod persisted;

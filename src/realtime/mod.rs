@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod conflicts;
+pub mod connections;
 pub mod graphql;
 pub mod hub;
 pub mod multiplex;

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{self, Viewer};
 use crate::http::HttpState;
 
+use super::connections::ConnectionSlot;
 use super::multiplex::GroupKey;
 use super::operation::{Sink, build_request, shared};
 
@@ -133,6 +134,8 @@ struct Connection {
     starts: (tokio::time::Instant, u32),
     init_received: bool,
     viewer: Option<Viewer>,
+    /// This connection's place in its user's connection count.
+    _slot: Option<ConnectionSlot>,
     subscriptions: HashMap<String, JoinHandle<()>>,
     outgoing_tx: mpsc::Sender<Outgoing>,
     outgoing_rx: mpsc::Receiver<Outgoing>,
@@ -151,6 +154,7 @@ impl Connection {
             starts: (tokio::time::Instant::now(), 0),
             init_received: false,
             viewer: None,
+            _slot: None,
             subscriptions: HashMap::new(),
             outgoing_tx,
             outgoing_rx,
@@ -259,6 +263,14 @@ impl Connection {
                 }
                 self.init_received = true;
                 let viewer = self.authenticate(payload.as_ref()).await?;
+                let max = self.state.app.config.max_connections_per_user;
+                self._slot = Some(
+                    self.state
+                        .app
+                        .ws_users
+                        .acquire(&viewer.user_id, max)
+                        .ok_or(Close(4429, "Too many connections for this user"))?,
+                );
                 let now = auth::unix_now();
                 let remaining =
                     Duration::from_secs(viewer.expires_at.saturating_sub(now).max(0) as u64);

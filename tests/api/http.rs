@@ -305,3 +305,52 @@ async fn every_answer_carries_a_request_id_and_keeps_the_callers() {
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
 }
+
+#[tokio::test]
+async fn with_batching_on_a_batch_runs_each_operation_and_answers_an_array() {
+    let app = spawn_app_with(|c| c.max_batch = 3).await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let create = "mutation($p: ID!, $t: String!) { createTask(input: {projectId: $p, title: $t}) { title } }";
+    let batch = json!([
+        { "query": create, "variables": { "p": project, "t": "one" } },
+        { "query": "{ me { id } }" },
+        { "variables": {} },
+    ]);
+    let (status, _, body) = post_raw(
+        &app,
+        "application/json",
+        Some("application/json"),
+        batch.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let results = body.as_array().expect("an array, one result per operation");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["data"]["createTask"]["title"], "one");
+    assert_eq!(results[1]["data"]["me"]["id"], "alice");
+    assert_eq!(error_code(&results[2]), Some("BAD_USER_INPUT"));
+
+    // Over the cap: refused whole, nothing of it runs.
+    let over: Vec<Value> = (0..4)
+        .map(
+            |i| json!({ "query": create, "variables": { "p": project, "t": format!("over {i}") } }),
+        )
+        .collect();
+    let (status, _, body) = post_raw(
+        &app,
+        "application/json",
+        Some("application/json"),
+        Value::Array(over).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), Some("BAD_USER_INPUT"));
+    let (status, _, _) = post_raw(&app, "application/json", None, b"[]".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an empty batch");
+    assert_eq!(
+        app.events(&alice, &project, 0).await["lastSeq"],
+        1,
+        "only the first batch wrote"
+    );
+}

@@ -39,6 +39,7 @@ async fn a_hash_is_answered_after_the_query_was_sent_once() {
     let (status, miss) = post(&app, json!({ "extensions": extension(&hash(QUERY)) })).await;
     assert_eq!(status, 200);
     assert_eq!(miss["errors"][0]["message"], "PersistedQueryNotFound");
+    assert_eq!(error_code(&miss), Some("PERSISTED_QUERY_NOT_FOUND"));
     let (_, full) = post(
         &app,
         json!({ "query": QUERY, "extensions": extension(&hash(QUERY)) }),
@@ -91,6 +92,7 @@ async fn the_cache_is_shared_by_instances_through_redis() {
     );
     let (_, miss) = post(&b, json!({ "extensions": extension(&hash(&query)) })).await;
     assert_eq!(miss["errors"][0]["message"], "PersistedQueryNotFound");
+    assert_eq!(error_code(&miss), Some("PERSISTED_QUERY_NOT_FOUND"));
     post(
         &a,
         json!({ "query": query, "extensions": extension(&hash(&query)) }),

@@ -171,3 +171,36 @@ async fn a_connection_may_run_only_so_many_operations_at_once() {
     ids.sort();
     assert_eq!(ids, vec!["2", "4"]);
 }
+
+#[tokio::test]
+async fn a_user_over_the_connection_limit_is_closed_with_4429_and_others_are_not() {
+    let app = spawn_app_with(|c| c.max_connections_per_user = 2).await;
+    let alice = app.token("alice");
+    let first = app.ws(&alice).await;
+    let _second = app.ws(&alice).await;
+    let mut third = WsClient::connect(app.addr, "graphql-transport-ws").await;
+    third
+        .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {alice}") } }))
+        .await;
+    assert_eq!(third.close_code().await, Some(4429));
+    // Another user is not affected, and a closed connection frees its slot.
+    let _bob = app.ws(&app.token("bob")).await;
+    first.close().await;
+    let mut freed = None;
+    for _ in 0..50 {
+        let mut again = WsClient::connect(app.addr, "graphql-transport-ws").await;
+        again
+            .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {alice}") } }))
+            .await;
+        if again
+            .next_or_close()
+            .await
+            .is_ok_and(|answer| answer["type"] == "connection_ack")
+        {
+            freed = Some(again);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed.is_some(), "the closed connection's slot was freed");
+}
