@@ -8,6 +8,7 @@ use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -59,10 +60,23 @@ pub async fn handle_get(
 pub async fn handle_post(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!(
+                "the body is larger than {} bytes",
+                state.app.config.max_body_bytes
+            );
+            return request_error(media, StatusCode::PAYLOAD_TOO_LARGE, &message);
+        }
+        Err(_) => {
+            return request_error(media, StatusCode::BAD_REQUEST, "the body could not be read");
+        }
     };
     let content_type = headers
         .get(CONTENT_TYPE)
@@ -213,8 +227,13 @@ async fn run(state: &HttpState, headers: &HeaderMap, mut request: Request) -> Ra
         return Ran::Limited(limited);
     }
     let span = tracing::info_span!("graphql", operation = %operation, user = %user);
-    let request = prepare_request(request, &state.app, authentication);
-    let mut response = state.schema.execute(request).instrument(span.clone()).await;
+    let mut response = match missing_variable(&mut request) {
+        Some(error) => async_graphql::Response::from_errors(vec![error]),
+        None => {
+            let request = prepare_request(request, &state.app, authentication);
+            state.schema.execute(request).instrument(span.clone()).await
+        }
+    };
     with_error_codes(&mut response.errors);
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
@@ -303,20 +322,56 @@ fn is_json(content_type: &str) -> bool {
 /// The type and name of the operation a request would run, when its document parses. The
 /// parse is kept in the request, so execution does not parse the query again.
 fn operation_of(request: &mut Request) -> Option<(OperationType, Option<String>)> {
-    use async_graphql::parser::types::DocumentOperations;
     let given = request.operation_name.clone();
     let document = request.parsed_query().ok()?;
-    match (&document.operations, given) {
-        (DocumentOperations::Single(op), given) => Some((op.node.ty, given)),
+    let (name, operation) = selected_operation(document, given.as_deref())?;
+    Some((operation.node.ty, name.or(given)))
+}
+
+/// The operation a document runs under `name`, with its name when the document names it.
+fn selected_operation<'a>(
+    document: &'a async_graphql::parser::types::ExecutableDocument,
+    name: Option<&str>,
+) -> Option<(
+    Option<String>,
+    &'a async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>,
+)> {
+    use async_graphql::parser::types::DocumentOperations;
+    match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => Some((None, op)),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .get(&async_graphql::Name::new(&name))
-            .map(|op| (op.node.ty, Some(name))),
+            .get(&async_graphql::Name::new(name))
+            .map(|op| (Some(name.to_owned()), op)),
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
             .iter()
             .next()
-            .map(|(name, op)| (op.node.ty, Some(name.to_string()))),
+            .map(|(name, op)| (Some(name.to_string()), op)),
         (DocumentOperations::Multiple(_), None) => None,
     }
+}
+
+/// A required variable (non-null, no default) the request does not provide. async-graphql
+/// notices it only while resolving a field, which would make a request error look like a
+/// field error (a 200); the GraphQL-over-HTTP specification makes it a 400.
+fn missing_variable(request: &mut Request) -> Option<async_graphql::ServerError> {
+    let given = request.operation_name.clone();
+    let provided: std::collections::HashSet<String> =
+        request.variables.keys().map(ToString::to_string).collect();
+    let document = request.parsed_query().ok()?;
+    let (_, operation) = selected_operation(document, given.as_deref())?;
+    operation.node.variable_definitions.iter().find_map(|def| {
+        let var = &def.node;
+        let required = !var.var_type.node.nullable && var.default_value.is_none();
+        (required && !provided.contains(var.name.node.as_str())).then(|| {
+            async_graphql::ServerError::new(
+                format!(
+                    "Variable \"${}\" of required type \"{}\" was not provided.",
+                    var.name.node, var.var_type.node
+                ),
+                Some(def.pos),
+            )
+        })
+    })
 }
 
 /// A mutation over the user's limit: 429 with `Retry-After` for clients that negotiated the

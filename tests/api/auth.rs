@@ -8,11 +8,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn sign(alg: Algorithm, claims: &Value) -> String {
+pub fn sign(alg: Algorithm, claims: &Value) -> String {
     jsonwebtoken::encode(
         &Header::new(alg),
         claims,
@@ -21,7 +21,7 @@ fn sign(alg: Algorithm, claims: &Value) -> String {
     .expect("sign")
 }
 
-fn unsigned(header: &Value, claims: &Value) -> String {
+pub fn unsigned(header: &Value, claims: &Value) -> String {
     format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(header.to_string()),

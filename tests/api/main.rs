@@ -10,6 +10,7 @@ mod conflicts;
 mod efficiency;
 mod events;
 mod faults;
+mod hostile;
 mod http;
 mod members;
 mod multi_instance;
