@@ -5,5 +5,7 @@ pub mod graphql;
 pub mod input;
 pub mod merge;
 pub mod patch;
+#[cfg(test)]
+mod proptests;
 pub mod service;
 pub mod write;
