@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod clients;
 mod conflicts;
 mod efficiency;
 mod events;
