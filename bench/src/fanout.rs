@@ -1,0 +1,315 @@
+//! The fan-out benchmark: subscribers spread over the servers, mutations at a set rate,
+//! latency from sending a mutation to receiving its event.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use tasknest::auth::JwtKeys;
+
+use crate::server::{cpu_ticks, gql, rss_kib, spawn_server, wait_healthy};
+use crate::stats::{ms, percentile};
+use crate::{Args, SECRET, raw};
+
+pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
+    let redis = (args.servers > 1 || !args.idle).then_some(args.redis_url.as_str());
+    let mut servers = Vec::new();
+    for _ in 0..args.servers {
+        servers.push(spawn_server(bin, database_url, redis)?);
+        // One at a time: the first migrates.
+        wait_healthy(servers.last().context("server")?.port).await?;
+    }
+    let http = reqwest::Client::new();
+    let keys = JwtKeys::new(SECRET.as_bytes());
+    let owner = keys.mint(
+        "bench-owner",
+        "Bench Owner",
+        None,
+        Duration::from_secs(3600),
+    )?;
+    let base = format!("http://127.0.0.1:{}/graphql", servers[0].port);
+    let project = gql(
+        &http,
+        &base,
+        &owner,
+        "mutation { createProject(input: {name: \"bench\"}) { id } }",
+        json!({}),
+    )
+    .await?["createProject"]["id"]
+        .as_str()
+        .context("project id")?
+        .to_owned();
+    let task = gql(
+        &http,
+        &base,
+        &owner,
+        "mutation($p: ID!) { createTask(input: {projectId: $p, title: \"bench\"}) { id } }",
+        json!({ "p": project }),
+    )
+    .await?["createTask"]["id"]
+        .as_str()
+        .context("task id")?
+        .to_owned();
+
+    let rss_before: Vec<u64> = servers.iter().map(|s| rss_kib(s.pid())).collect();
+    let per_server = args.subscribers.div_ceil(servers.len());
+    println!(
+        "servers={} subscribers={} ({} per server) rate={}/s duration={:?} database={} redis={}",
+        servers.len(),
+        args.subscribers,
+        per_server,
+        args.rate,
+        args.duration,
+        if database_url.starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgres"
+        },
+        redis.unwrap_or("none"),
+    );
+
+    // Connect everyone, spread round-robin, at most 200 handshakes at a time.
+    let expected_events = if args.idle {
+        0
+    } else {
+        (args.rate * args.duration.as_secs_f64()).round() as usize
+    };
+    let clock = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..expected_events + 1)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    let first_seen: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..expected_events + 1)
+            .map(|_| AtomicU64::new(u64::MAX))
+            .collect(),
+    );
+    let last_seen: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..expected_events + 1)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    let warmed = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let connect_started = Instant::now();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(200));
+    let mut readers = Vec::new();
+    let mut all_samples = Vec::new();
+    let token = keys.mint(
+        "bench-owner",
+        "Bench Owner",
+        None,
+        Duration::from_secs(3600),
+    )?;
+    for i in 0..args.subscribers {
+        let port = servers[i % servers.len()].port;
+        let permit = semaphore.clone().acquire_owned().await?;
+        let socket = connect(port, &token, &project)
+            .await
+            .with_context(|| format!("subscriber {i}"))?;
+        drop(permit);
+        let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(expected_events)));
+        all_samples.push(samples.clone());
+        let ctx = Reader {
+            samples,
+            sent: sent.clone(),
+            first_seen: first_seen.clone(),
+            last_seen: last_seen.clone(),
+            warmed: warmed.clone(),
+            delivered: delivered.clone(),
+            clock,
+            expected: expected_events,
+        };
+        readers.push(tokio::spawn(ctx.run(socket)));
+    }
+    println!(
+        "connected {} subscribers in {:.1?}",
+        args.subscribers,
+        connect_started.elapsed()
+    );
+
+    // Warm-up: one event that every subscriber must see before timing starts.
+    gql(
+        &http,
+        &base,
+        &owner,
+        UPDATE,
+        json!({ "id": task, "p": -1.0, "c": "w" }),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while warmed.load(Ordering::Relaxed) < args.subscribers {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {} subscribers live after 60 s",
+                warmed.load(Ordering::Relaxed),
+                args.subscribers
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after: Vec<u64> = servers.iter().map(|s| rss_kib(s.pid())).collect();
+    for (i, (before, after)) in rss_before.iter().zip(&rss_after).enumerate() {
+        let connections =
+            args.subscribers / servers.len() + usize::from(i < args.subscribers % servers.len());
+        println!(
+            "server {i}: RSS {:.1} MiB before connections, {:.1} MiB with {connections} subscribed connections: {:.1} KiB per connection",
+            *before as f64 / 1024.0,
+            *after as f64 / 1024.0,
+            (after.saturating_sub(*before)) as f64 / connections.max(1) as f64
+        );
+    }
+    if args.idle {
+        return Ok(());
+    }
+
+    // Measure: open-loop mutations at the set rate.
+    let cpu_before: Vec<u64> = servers.iter().map(|s| cpu_ticks(s.pid())).collect();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let mut in_flight = Vec::new();
+    for n in 1..=expected_events {
+        ticker.tick().await;
+        let url = format!(
+            "http://127.0.0.1:{}/graphql",
+            servers[n % servers.len()].port
+        );
+        let (http, owner, task, sent, errors) = (
+            http.clone(),
+            owner.clone(),
+            task.clone(),
+            sent.clone(),
+            errors.clone(),
+        );
+        in_flight.push(tokio::spawn(async move {
+            sent[n].store(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let vars = json!({ "id": task, "p": n as f64, "c": format!("m{n}") });
+            if gql(&http, &url, &owner, UPDATE, vars).await.is_err() {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for handle in in_flight {
+        let _ = handle.await;
+    }
+    let want = expected_events * args.subscribers;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu_after: Vec<u64> = servers.iter().map(|s| cpu_ticks(s.pid())).collect();
+    for reader in readers {
+        reader.abort();
+    }
+    // Latency per delivery: receive time (kept as the per-event spread) minus send time.
+    let got = delivered.load(Ordering::Relaxed);
+    let mut spreads = Vec::new();
+    for n in 1..=expected_events {
+        let first = first_seen[n].load(Ordering::Relaxed);
+        let last = last_seen[n].load(Ordering::Relaxed);
+        if first != u64::MAX {
+            spreads.push(last.saturating_sub(first));
+        }
+    }
+    let mut all: Vec<u64> = Vec::with_capacity(want);
+    for samples in &all_samples {
+        if let Ok(samples) = samples.lock() {
+            all.extend_from_slice(&samples);
+        }
+    }
+    all.sort_unstable();
+    spreads.sort_unstable();
+    let cpu_ticks_used: u64 = cpu_before.iter().zip(&cpu_after).map(|(b, a)| a - b).sum();
+    println!(
+        "mutations sent={} failed={} deliveries={}/{} in {:.1?}",
+        expected_events,
+        errors.load(Ordering::Relaxed),
+        got,
+        want,
+        elapsed
+    );
+    println!(
+        "latency mutation→event (all deliveries): p50={} p95={} p99={} max={}",
+        ms(percentile(&all, 50.0)),
+        ms(percentile(&all, 95.0)),
+        ms(percentile(&all, 99.0)),
+        ms(all.last().copied().unwrap_or_default())
+    );
+    println!(
+        "fan-out spread (first→last subscriber per event): p50={} p99={} max={}",
+        ms(percentile(&spreads, 50.0)),
+        ms(percentile(&spreads, 99.0)),
+        ms(spreads.last().copied().unwrap_or_default())
+    );
+    println!(
+        "delivered events/s: {:.0}",
+        got as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "server CPU: {:.2} s total, {:.1} µs per delivery",
+        cpu_ticks_used as f64 / 100.0,
+        cpu_ticks_used as f64 * 10_000.0 / got.max(1) as f64
+    );
+    Ok(())
+}
+
+const UPDATE: &str = "mutation($id: ID!, $p: Float!, $c: String) { updateTask(id: $id, patch: {position: $p}, clientMutationId: $c) { __typename } }";
+const SUBSCRIPTION: &str =
+    "subscription($p: ID!) { projectEvents(projectId: $p) { seq clientMutationId } }";
+
+type Socket = raw::RawSocket;
+
+async fn connect(port: u16, token: &str, project: &str) -> anyhow::Result<Socket> {
+    raw::RawSocket::open(port, token, SUBSCRIPTION, json!({ "p": project })).await
+}
+
+struct Reader {
+    samples: Arc<std::sync::Mutex<Vec<u64>>>,
+    sent: Arc<Vec<AtomicU64>>,
+    first_seen: Arc<Vec<AtomicU64>>,
+    last_seen: Arc<Vec<AtomicU64>>,
+    warmed: Arc<AtomicUsize>,
+    delivered: Arc<AtomicUsize>,
+    clock: Instant,
+    expected: usize,
+}
+
+impl Reader {
+    async fn run(self, mut socket: Socket) {
+        while let Ok(text) = socket.next_text().await {
+            let now = self.clock.elapsed().as_nanos() as u64;
+            // A cheap scan instead of a JSON parse: the bench shares the CPU with the servers.
+            let Some(at) = text.find("\"clientMutationId\":\"") else {
+                continue;
+            };
+            let rest = &text[at + 20..];
+            if rest.starts_with('w') {
+                self.warmed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let Some(n) = rest
+                .strip_prefix('m')
+                .and_then(|r| r.split('"').next())
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if n > self.expected {
+                continue;
+            }
+            self.first_seen[n].fetch_min(now, Ordering::Relaxed);
+            self.last_seen[n].fetch_max(now, Ordering::Relaxed);
+            if let Ok(mut samples) = self.samples.lock() {
+                samples.push(now.saturating_sub(self.sent[n].load(Ordering::Relaxed)));
+            }
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
