@@ -235,7 +235,9 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         let mut series = Vec::new();
         for _ in 0..10 {
             tokio::time::sleep(tenth).await;
-            series.push(pids.iter().map(|pid| rss_kib(*pid)).sum::<u64>());
+            let rss = pids.iter().map(|pid| rss_kib(*pid)).sum::<u64>();
+            let fds = pids.iter().map(|pid| open_fds(*pid)).sum::<usize>();
+            series.push((rss, fds));
         }
         series
     });
@@ -311,11 +313,11 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         );
     }
     println!(
-        "servers' RSS every {:?} of the run: {} MiB",
+        "servers' RSS (MiB) and open files every {:?} of the run: {}",
         args.duration / 10,
         series
             .iter()
-            .map(|kib| format!("{:.1}", *kib as f64 / 1024.0))
+            .map(|(kib, fds)| format!("{:.1}/{fds}", *kib as f64 / 1024.0))
             .collect::<Vec<_>>()
             .join(" → ")
     );
@@ -325,6 +327,11 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         bail!("{errors} errors; the first: {}", first.unwrap_or_default());
     }
     Ok(())
+}
+
+/// Open file descriptors of a process (sockets included).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// Reads a subscriber's events, checking each seq follows the one before.
