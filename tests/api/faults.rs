@@ -77,17 +77,6 @@ async fn logged_titles(app: &TestApp, token: &str, project: &str) -> (Vec<String
     (titles, seqs(&page))
 }
 
-async fn readiness(app: &TestApp) -> (u16, Value) {
-    let response = app
-        .client
-        .get(format!("http://{}/readyz", app.addr))
-        .send()
-        .await
-        .expect("/readyz answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_going_away_under_load_fails_requests_with_internal_and_recovers_by_itself() {
     const NAME: &str =
@@ -128,7 +117,7 @@ async fn postgres_going_away_under_load_fails_requests_with_internal_and_recover
         proxy.cut();
         let cut_at = Instant::now();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let during = readiness(&app).await;
+        let during = app.readiness().await;
         tokio::time::sleep(Duration::from_millis(1200)).await;
         proxy.restore().await;
         (cut_at, Instant::now(), during)
@@ -159,7 +148,7 @@ async fn postgres_going_away_under_load_fails_requests_with_internal_and_recover
             .any(|t| t.error.is_none() && t.at > restored_at),
         "the service recovered by itself"
     );
-    let (status, body) = readiness(&app).await;
+    let (status, body) = app.readiness().await;
     assert_eq!((status, &body["database"]), (200, &json!("up")));
 
     // The log is whole: gap-free, each attempted title at most once, every acknowledged
@@ -223,7 +212,7 @@ async fn redis_going_away_under_load_keeps_mutations_presence_and_streams_whole(
         tokio::time::sleep(Duration::from_millis(600)).await;
         redis.stop();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let during = readiness(&a).await;
+        let during = a.readiness().await;
         // Presence on A works from A's own state while Redis is away.
         let mut carol_on_a = a.ws(&carol).await;
         carol_on_a

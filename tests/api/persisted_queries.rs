@@ -7,14 +7,14 @@ use crate::helpers::*;
 
 const QUERY: &str = "query Me { me { id name } }";
 
-fn hash(query: &str) -> String {
+pub fn hash(query: &str) -> String {
     Sha256::digest(query.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-async fn post(app: &TestApp, body: Value) -> (u16, Value) {
+pub async fn post(app: &TestApp, body: Value) -> (u16, Value) {
     let response = app
         .client
         .post(app.graphql_url())
@@ -29,7 +29,7 @@ async fn post(app: &TestApp, body: Value) -> (u16, Value) {
     )
 }
 
-fn extension(hash: &str) -> Value {
+pub fn extension(hash: &str) -> Value {
     json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })
 }
 

@@ -193,6 +193,29 @@ impl TestApp {
         }
     }
 
+    /// Panics unless `/healthz` answers 200 (`after` says what the server just went through).
+    pub async fn assert_up(&self, after: &str) {
+        let health = self
+            .client
+            .get(format!("http://{}/healthz", self.addr))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("down after {after}: {e}"));
+        assert_eq!(health.status(), 200, "up after {after}");
+    }
+
+    /// `/readyz`: its status and JSON body.
+    pub async fn readiness(&self) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("http://{}/readyz", self.addr))
+            .send()
+            .await
+            .expect("/readyz answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    }
+
     /// A graphql-ws (`graphql-transport-ws`) connection, initialised with `token`.
     pub async fn ws(&self, token: &str) -> WsClient {
         let mut client = WsClient::connect(self.addr, "graphql-transport-ws").await;

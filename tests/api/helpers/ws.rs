@@ -71,22 +71,7 @@ impl WsClient {
 
     /// The next protocol message that is not a keep-alive; `None` once the socket closed.
     pub async fn next(&mut self) -> Option<Value> {
-        loop {
-            let frame = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .expect("a message within the wait");
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
-                    if value["type"] == "ping" || value["type"] == "ka" {
-                        continue;
-                    }
-                    return Some(value);
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                Some(Ok(_)) => continue,
-            }
-        }
+        self.next_or_close().await.ok()
     }
 
     /// The next message that is not a keep-alive, or the close code once the server closed.
