@@ -76,13 +76,13 @@ pub fn conflicting_fields<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
     use serde_json::json;
     use uuid::Uuid;
 
-    fn update_event(version: i32, fields: &[&str]) -> events::Model {
+    pub(crate) fn update_event(version: i32, fields: &[&str]) -> events::Model {
         let changes: serde_json::Map<_, _> =
             fields.iter().map(|f| ((*f).to_owned(), json!(1))).collect();
         events::Model {

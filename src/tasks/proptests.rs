@@ -5,13 +5,12 @@ use std::collections::BTreeSet;
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::cursor;
 use super::merge::{changed_since, conflicting_fields};
 use super::patch::{FIELDS, Patch};
-use crate::entities::events::{self, EventKind};
+use crate::entities::events;
 use crate::entities::tasks::{self, TaskStatus};
 use crate::validate;
 
@@ -86,18 +85,8 @@ fn patch() -> impl Strategy<Value = Patch> {
 }
 
 fn update_event(version: i32, fields: &BTreeSet<String>) -> events::Model {
-    let changes: serde_json::Map<_, _> = fields.iter().map(|f| (f.clone(), json!(1))).collect();
-    events::Model {
-        id: version.into(),
-        project_id: Uuid::nil(),
-        seq: version.into(),
-        kind: EventKind::TaskUpdated,
-        task_id: Some(Uuid::nil()),
-        actor_id: "a".into(),
-        payload: json!({ "changes": changes, "task": { "version": version } }),
-        client_mutation_id: None,
-        created_at: Utc::now(),
-    }
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    super::merge::tests::update_event(version, &fields)
 }
 
 fn field_set() -> impl Strategy<Value = BTreeSet<String>> {
