@@ -120,6 +120,10 @@ pub struct Config {
     #[arg(long, env = "TASKNEST_MAX_COMPLEXITY", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
     pub max_complexity: u32,
 
+    /// Most aliased fields in one query (alias bombs).
+    #[arg(long, env = "TASKNEST_MAX_ALIASES", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub max_aliases: u32,
+
     /// Whether schema introspection is allowed (`false` hides the schema in production).
     #[arg(long, env = "TASKNEST_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub introspection: bool,
@@ -175,6 +179,7 @@ impl Config {
             ws_init_timeout: Duration::from_secs(10),
             ws_keepalive: Duration::from_secs(15),
             max_batch: 0,
+            max_aliases: 30,
             max_connections_per_user: 50,
             presence_timeout: Duration::from_secs(30),
             presence_coalesce: Duration::from_millis(100),

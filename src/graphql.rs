@@ -37,6 +37,9 @@ pub struct Subscription(EventSubscription, PresenceSubscription);
 /// The TaskNest schema type.
 pub type TaskNestSchema = Schema<Query, Mutation, Subscription>;
 
+/// Most directives on one field (`@skip`/`@include` need one each; more is an attack).
+const MAX_DIRECTIVES_PER_FIELD: usize = 10;
+
 /// Builds the schema on `state`.
 pub fn build_schema(state: AppState) -> TaskNestSchema {
     let config = state.config.clone();
@@ -47,6 +50,8 @@ pub fn build_schema(state: AppState) -> TaskNestSchema {
     )
     .limit_depth(config.max_depth as usize)
     .limit_complexity(config.max_complexity as usize)
+    .limit_directives(MAX_DIRECTIVES_PER_FIELD)
+    .extension(crate::limits::AliasLimit(config.max_aliases as usize))
     .data(state);
     if !config.introspection {
         builder = builder.disable_introspection();

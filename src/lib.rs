@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod presence;
 pub mod projects;

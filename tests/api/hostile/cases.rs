@@ -246,6 +246,18 @@ pub fn cases(app: &TestApp, project: &str, task_id: &str) -> Vec<Case> {
             "BAD_USER_INPUT",
         ),
         post(
+            "40 aliases: cheap, but over the alias limit",
+            json!({ "query": format!("{{ {} }}", (0..40).map(|i| format!("a{i}: me {{ id }}")).collect::<Vec<_>>().join(" ")) }),
+            400,
+            "BAD_USER_INPUT",
+        ),
+        post(
+            "a directive bomb",
+            json!({ "query": format!("{{ me {} {{ id }} }}", "@include(if: true) ".repeat(50)) }),
+            400,
+            "BAD_USER_INPUT",
+        ),
+        post(
             "a fragment bomb",
             json!({ "query": fragment_bomb }),
             400,
