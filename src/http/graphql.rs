@@ -47,7 +47,15 @@ pub async fn handle_get(
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if wants_upgrade {
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(ws) => crate::realtime::ws::upgrade(ws, state),
+            Ok(ws) => {
+                let request_id = parts
+                    .headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                crate::realtime::ws::upgrade(ws, state, request_id)
+            }
             Err(rejection) => rejection.into_response(),
         };
     }

@@ -79,3 +79,102 @@ async fn metrics_count_requests_operations_connections_and_events() {
     }
     panic!("the connection gauge did not go back to 0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_each_operations_name_user_and_request_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tasknest"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("t.db").display()),
+        )
+        .env("JWT_SECRET", SECRET)
+        .env("TASKNEST_ADDR", format!("127.0.0.1:{port}"))
+        .env("TASKNEST_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "the binary did not start");
+    let token = tasknest::auth::JwtKeys::new(SECRET.as_bytes())
+        .mint("alice", "Alice", None, std::time::Duration::from_secs(600))
+        .expect("mint");
+    let answer: serde_json::Value = client
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-over-http")
+        .json(&json!({ "query": "query WhoAmI { me { id } }" }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer["data"]["me"]["id"], "alice");
+    let mut ws = WsClient::connect(addr, "graphql-transport-ws").await;
+    ws.init(json!({ "authorization": format!("Bearer {token}") }))
+        .await;
+    ws.send(json!({ "type": "subscribe", "id": "1", "payload": { "query": "query OverSocket { me { id } }", "operationName": "OverSocket" } }))
+        .await;
+    let _ = ws.next().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _ = child.kill();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("joined")
+        .expect("output");
+    let logs = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let operation = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == "operation" && l["span"]["operation"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no operation line for {name} in\n{logs}"))
+    };
+    let http = operation("WhoAmI");
+    assert_eq!(http["span"]["user"], "alice");
+    let request = http["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .find(|s| s["name"] == "request")
+        .expect("the request span");
+    assert_eq!(request["request_id"], "req-over-http");
+    let socket_span = lines
+        .iter()
+        .flat_map(|l| l["spans"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["name"] == "graphql" && s["operation"] == "OverSocket");
+    let socket_span =
+        socket_span.unwrap_or_else(|| panic!("no span for the socket operation in\n{logs}"));
+    assert_eq!(socket_span["user"], "alice");
+    assert!(
+        socket_span["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+}

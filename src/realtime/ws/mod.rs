@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::auth::{self, Viewer};
 use crate::http::HttpState;
@@ -25,6 +25,10 @@ use crate::http::HttpState;
 use super::connections::ConnectionSlot;
 use super::multiplex::GroupKey;
 use super::operation::{Sink, build_request, shared};
+use messages::ClientMessage;
+pub(super) use messages::{OperationPayload, Outgoing, Protocol};
+
+mod messages;
 
 /// The two subprotocols, in the server's order of preference.
 pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -37,14 +41,6 @@ const FLOOD_PER_SECOND: u32 = 100;
 /// too long, catch up from the log).
 const OUTGOING_QUEUE: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Protocol {
-    /// `graphql-transport-ws`.
-    TransportWs,
-    /// Legacy `graphql-ws` (subscriptions-transport-ws).
-    Legacy,
-}
-
 /// Timing of a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct WsSettings {
@@ -56,7 +52,7 @@ pub struct WsSettings {
 
 /// Accepts the upgrade with deliberately small buffers: tungstenite zero-fills a 128 KiB
 /// read buffer per socket by default, which thousands of idle sockets cannot afford.
-pub fn upgrade(ws: WebSocketUpgrade, state: HttpState) -> Response {
+pub fn upgrade(ws: WebSocketUpgrade, state: HttpState, request_id: String) -> Response {
     let ws = ws
         .protocols(PROTOCOLS)
         .read_buffer_size(4 * 1024)
@@ -68,58 +64,12 @@ pub fn upgrade(ws: WebSocketUpgrade, state: HttpState) -> Response {
         _ => Protocol::TransportWs,
     };
     ws.on_upgrade(move |socket| async move {
-        Connection::new(state, protocol).run(socket).await;
+        let span = tracing::info_span!("websocket", request_id = %request_id);
+        Connection::new(state, protocol, request_id)
+            .run(socket)
+            .instrument(span)
+            .await;
     })
-}
-
-/// A message from the client, in either protocol.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
-    ConnectionInit {
-        #[serde(default)]
-        payload: Option<Value>,
-    },
-    Ping {
-        #[serde(default)]
-        payload: Option<Value>,
-    },
-    Pong {},
-    Subscribe {
-        id: String,
-        payload: OperationPayload,
-    },
-    Complete {
-        id: String,
-    },
-    // Legacy protocol.
-    Start {
-        id: String,
-        payload: OperationPayload,
-    },
-    Stop {
-        id: String,
-    },
-    ConnectionTerminate {},
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct OperationPayload {
-    pub(super) query: String,
-    #[serde(default)]
-    pub(super) variables: Option<Value>,
-    #[serde(default)]
-    pub(super) operation_name: Option<String>,
-    #[serde(default)]
-    pub(super) extensions: Option<HashMap<String, Value>>,
-}
-
-/// What subscription tasks hand to the connection.
-pub(super) enum Outgoing {
-    Text(String),
-    /// The subscription `id` ended on its own.
-    Finished(String),
 }
 
 /// Why a connection is being closed.
@@ -136,13 +86,15 @@ struct Connection {
     viewer: Option<Viewer>,
     /// This connection's place in its user's connection count.
     _slot: Option<ConnectionSlot>,
+    /// The upgrade request's `x-request-id`, carried by every operation's span.
+    request_id: String,
     subscriptions: HashMap<String, JoinHandle<()>>,
     outgoing_tx: mpsc::Sender<Outgoing>,
     outgoing_rx: mpsc::Receiver<Outgoing>,
 }
 
 impl Connection {
-    fn new(state: HttpState, protocol: Protocol) -> Self {
+    fn new(state: HttpState, protocol: Protocol, request_id: String) -> Self {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         let settings = state.app.ws;
         let max_subscriptions = state.app.config.max_subscriptions as usize;
@@ -155,6 +107,7 @@ impl Connection {
             init_received: false,
             viewer: None,
             _slot: None,
+            request_id,
             subscriptions: HashMap::new(),
             outgoing_tx,
             outgoing_rx,
@@ -379,20 +332,39 @@ impl Connection {
     /// Spawns an operation's task, counted in `active_subscriptions` while it lives.
     fn spawn_tracked(
         &self,
+        span: tracing::Span,
         task: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
         let gauge = self.state.app.metrics.subscriptions.clone();
         gauge.inc();
-        let tracked = Tracked(gauge);
-        tokio::spawn(async move {
-            let _tracked = tracked;
-            task.await;
-        })
+        // Moved into the future, so it is dropped when the operation ends or is stopped,
+        // even before its first poll (the span is entered on drop).
+        let tracked = Tracked(gauge, std::time::Instant::now());
+        tokio::spawn(
+            async move {
+                let _tracked = tracked;
+                tracing::info!("operation started");
+                task.await;
+            }
+            .instrument(span),
+        )
     }
 
     /// Runs one operation, forwarding its results as `next` (or legacy `data`) messages.
     /// A live `projectEvents` subscription joins a shared execution group instead.
     fn start(&self, id: String, payload: OperationPayload, viewer: Viewer) -> JoinHandle<()> {
+        let operation = self
+            .state
+            .app
+            .metrics
+            .operation_label(payload.operation_name.as_deref());
+        let span = tracing::info_span!(
+            "graphql",
+            operation = %operation,
+            user = %viewer.user_id,
+            request_id = %self.request_id,
+            subscription = %id,
+        );
         let sink = Sink {
             outgoing: self.outgoing_tx.clone(),
             id_json: serde_json::to_string(&id).unwrap_or_else(|_| "\"\"".to_owned()),
@@ -406,11 +378,11 @@ impl Connection {
             payload.operation_name.as_deref(),
         ) {
             let state = self.state.clone();
-            return self.spawn_tracked(shared(state, key, payload, viewer, sink));
+            return self.spawn_tracked(span, shared(state, key, payload, viewer, sink));
         }
         let request = build_request(&self.state, payload, viewer, None);
         let responses = self.state.schema.execute_stream(request);
-        self.spawn_tracked(async move {
+        self.spawn_tracked(span, async move {
             sink.forward(responses).await;
         })
     }
@@ -420,11 +392,15 @@ async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error
     socket.send(Message::Text(message.to_string().into())).await
 }
 
-/// Keeps a gauge up while something lives (a task's future, aborted or finished).
-struct Tracked(prometheus_client::metrics::gauge::Gauge);
+/// Keeps a gauge up while an operation lives (finished or stopped), and logs its end.
+struct Tracked(prometheus_client::metrics::gauge::Gauge, std::time::Instant);
 
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.0.dec();
+        tracing::info!(
+            elapsed_ms = self.1.elapsed().as_secs_f64() * 1000.0,
+            "operation ended"
+        );
     }
 }

@@ -1,0 +1,65 @@
+//! The messages of both graphql-ws protocols, as the connection reads and queues them.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The negotiated subprotocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::realtime) enum Protocol {
+    /// `graphql-transport-ws`.
+    TransportWs,
+    /// Legacy `graphql-ws` (subscriptions-transport-ws).
+    Legacy,
+}
+
+/// A message from the client, in either protocol.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {},
+    Subscribe {
+        id: String,
+        payload: OperationPayload,
+    },
+    Complete {
+        id: String,
+    },
+    // Legacy protocol.
+    Start {
+        id: String,
+        payload: OperationPayload,
+    },
+    Stop {
+        id: String,
+    },
+    ConnectionTerminate {},
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(in crate::realtime) struct OperationPayload {
+    pub(in crate::realtime) query: String,
+    #[serde(default)]
+    pub(in crate::realtime) variables: Option<Value>,
+    #[serde(default)]
+    pub(in crate::realtime) operation_name: Option<String>,
+    #[serde(default)]
+    pub(in crate::realtime) extensions: Option<HashMap<String, Value>>,
+}
+
+/// What subscription tasks hand to the connection.
+pub(in crate::realtime) enum Outgoing {
+    Text(String),
+    /// The subscription `id` ended on its own.
+    Finished(String),
+}
