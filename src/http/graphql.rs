@@ -10,18 +10,15 @@ use axum::extract::FromRequestParts;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
-use tracing::Instrument;
 
 use super::HttpState;
 use super::decode::{self, Rejection};
-use crate::auth::{self, Authentication};
-use crate::error::{AppError, code, with_error_codes};
-use crate::graphql::prepare_request;
-use crate::metrics::{OperationLabels, OperationName};
+use super::execute::{Ran, operation_of, run};
+use crate::error::{AppError, code};
 
 /// GraphiQL, pointed at `/graphql`.
 pub async fn graphiql() -> impl IntoResponse {
@@ -181,17 +178,6 @@ async fn handle_query_string(
     execute(&state, &headers, request, media).await
 }
 
-/// What running one operation came to.
-enum Ran {
-    /// Executed; `request_failed` when it failed before execution (parse, validation).
-    Done {
-        response: async_graphql::Response,
-        request_failed: bool,
-    },
-    /// A mutation over the user's rate limit, not run.
-    Limited(AppError),
-}
-
 /// Executes as the token's viewer, and answers per the negotiated media type: with
 /// `application/graphql-response+json` a request that fails before execution (parse,
 /// validation, variables) is a 400; with `application/json` every GraphQL answer is a 200.
@@ -214,67 +200,6 @@ async fn execute(
     };
     let body = serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec());
     (status, [(CONTENT_TYPE, media.content_type())], body).into_response()
-}
-
-/// Authenticates, applies the rate limit to mutations, executes in a span, and counts and
-/// times the operation.
-async fn run(state: &HttpState, headers: &HeaderMap, mut request: Request) -> Ran {
-    let started = std::time::Instant::now();
-    let (kind, name) = operation_of(&mut request).unzip();
-    let operation = state.app.metrics.operation_label(name.flatten().as_deref());
-    let authentication = authenticate(state, headers).await;
-    let user = match &authentication {
-        Authentication::Viewer(viewer) => viewer.user_id.clone(),
-        _ => String::new(),
-    };
-    let is_mutation = kind == Some(OperationType::Mutation);
-    if is_mutation
-        && !user.is_empty()
-        && let Err(limited) = state.app.rate_limiter.check(&user).await
-    {
-        return Ran::Limited(limited);
-    }
-    let span = tracing::info_span!("graphql", operation = %operation, user = %user);
-    let mut response = match missing_variable(&mut request) {
-        Some(error) => async_graphql::Response::from_errors(vec![error]),
-        None => {
-            let request = prepare_request(request, &state.app, authentication);
-            state.schema.execute(request).instrument(span.clone()).await
-        }
-    };
-    with_error_codes(&mut response.errors);
-    let request_failed = response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| e.path.is_empty());
-    let outcome = match (request_failed, response.errors.is_empty()) {
-        (true, _) => "rejected",
-        (false, true) => "ok",
-        (false, false) => "error",
-    };
-    let metrics = &state.app.metrics;
-    metrics
-        .graphql_operations
-        .get_or_create(&OperationLabels {
-            operation: operation.clone(),
-            outcome,
-        })
-        .inc();
-    let elapsed = started.elapsed();
-    span.in_scope(|| {
-        tracing::info!(
-            outcome,
-            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-            "operation"
-        );
-    });
-    metrics
-        .graphql_duration
-        .get_or_create(&OperationName { operation })
-        .observe(elapsed.as_secs_f64());
-    Ran::Done {
-        response,
-        request_failed,
-    }
 }
 
 /// The response media types of GraphQL over HTTP.
@@ -327,61 +252,6 @@ fn is_json(content_type: &str) -> bool {
         || essence.eq_ignore_ascii_case("application/graphql-response+json")
 }
 
-/// The type and name of the operation a request would run, when its document parses. The
-/// parse is kept in the request, so execution does not parse the query again.
-fn operation_of(request: &mut Request) -> Option<(OperationType, Option<String>)> {
-    let given = request.operation_name.clone();
-    let document = request.parsed_query().ok()?;
-    let (name, operation) = selected_operation(document, given.as_deref())?;
-    Some((operation.node.ty, name.or(given)))
-}
-
-/// The operation a document runs under `name`, with its name when the document names it.
-fn selected_operation<'a>(
-    document: &'a async_graphql::parser::types::ExecutableDocument,
-    name: Option<&str>,
-) -> Option<(
-    Option<String>,
-    &'a async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>,
-)> {
-    use async_graphql::parser::types::DocumentOperations;
-    match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => Some((None, op)),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .get(&async_graphql::Name::new(name))
-            .map(|op| (Some(name.to_owned()), op)),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
-            .iter()
-            .next()
-            .map(|(name, op)| (Some(name.to_string()), op)),
-        (DocumentOperations::Multiple(_), None) => None,
-    }
-}
-
-/// A required variable (non-null, no default) the request does not provide. async-graphql
-/// notices it only while resolving a field, which would make a request error look like a
-/// field error (a 200); the GraphQL-over-HTTP specification makes it a 400.
-fn missing_variable(request: &mut Request) -> Option<async_graphql::ServerError> {
-    let given = request.operation_name.clone();
-    let provided: std::collections::HashSet<String> =
-        request.variables.keys().map(ToString::to_string).collect();
-    let document = request.parsed_query().ok()?;
-    let (_, operation) = selected_operation(document, given.as_deref())?;
-    operation.node.variable_definitions.iter().find_map(|def| {
-        let var = &def.node;
-        let required = !var.var_type.node.nullable && var.default_value.is_none();
-        (required && !provided.contains(var.name.node.as_str())).then(|| {
-            async_graphql::ServerError::new(
-                format!(
-                    "Variable \"${}\" of required type \"{}\" was not provided.",
-                    var.name.node, var.var_type.node
-                ),
-                Some(def.pos),
-            )
-        })
-    })
-}
-
 /// A mutation over the user's limit: 429 with `Retry-After` for clients that negotiated the
 /// GraphQL response type, a 200 with the coded error (and `retryAfterMs`) otherwise.
 fn rate_limited(media: Media, error: AppError) -> Response {
@@ -432,24 +302,4 @@ fn request_error(media: Media, status: StatusCode, message: &str) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-/// Reads and checks the bearer token, and keeps the user row in step with its claims.
-async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Authentication {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Authentication::Anonymous;
-    };
-    let Some(token) = value.to_str().ok().and_then(auth::bearer_token) else {
-        return Authentication::Invalid(auth::TokenError::Malformed);
-    };
-    match state.app.keys.verify(token) {
-        Ok(viewer) => {
-            if let Err(err) = state.app.users.ensure(&state.app.db, &viewer).await {
-                // The request still runs; resolvers that need the row will fail on their own.
-                tracing::error!(error = %err, user = %viewer.user_id, "cannot refresh user row");
-            }
-            Authentication::Viewer(viewer)
-        }
-        Err(err) => Authentication::Invalid(err),
-    }
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, the GraphQL endpoint, GraphiQL and health checks.
 
 mod decode;
+mod execute;
 mod graphql;
 mod health;
 pub mod persisted;
