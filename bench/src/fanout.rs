@@ -132,17 +132,27 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         connect_started.elapsed()
     );
 
-    // Warm-up: one event that every subscriber must see before timing starts.
-    gql(
-        &http,
-        &base,
-        &owner,
-        UPDATE,
-        json!({ "id": task, "p": -1.0, "c": "w" }),
-    )
-    .await?;
+    // Warm-up: events until every subscriber has seen one before timing starts. A live
+    // subscription starts "from now", and the last ones may not be registered yet when the
+    // first warm-up event commits, so the warm-up repeats every half second.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next_warm_up = Instant::now();
+    let mut warm_ups = 0.0;
     while warmed.load(Ordering::Relaxed) < args.subscribers {
+        if Instant::now() >= next_warm_up {
+            // A new position and clientMutationId each time: restating the current position
+            // is no change, and a repeated clientMutationId is a retry; neither is an event.
+            warm_ups += 1.0;
+            gql(
+                &http,
+                &base,
+                &owner,
+                UPDATE,
+                json!({ "id": task, "p": -warm_ups, "c": format!("w{warm_ups}") }),
+            )
+            .await?;
+            next_warm_up = Instant::now() + Duration::from_millis(500);
+        }
         if Instant::now() > deadline {
             bail!(
                 "only {} of {} subscribers live after 60 s",
@@ -283,6 +293,7 @@ struct Reader {
 
 impl Reader {
     async fn run(self, mut socket: Socket) {
+        let mut warm = false;
         while let Ok(text) = socket.next_text().await {
             let now = self.clock.elapsed().as_nanos() as u64;
             // A cheap scan instead of a JSON parse: the bench shares the CPU with the servers.
@@ -291,7 +302,10 @@ impl Reader {
             };
             let rest = &text[at + 20..];
             if rest.starts_with('w') {
-                self.warmed.fetch_add(1, Ordering::Relaxed);
+                if !warm {
+                    warm = true;
+                    self.warmed.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
             let Some(n) = rest

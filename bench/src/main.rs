@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 
 mod fanout;
+mod floor;
 mod raw;
 mod server;
 mod soak;
@@ -53,6 +54,9 @@ pub struct Args {
     /// Soak: how many users.
     #[arg(long, default_value_t = 200)]
     pub users: usize,
+    /// Only measure the loopback floor (kernel cost of one message) and exit.
+    #[arg(long)]
+    floor: bool,
     /// The server binary (default: `tasknest` next to this binary).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
@@ -61,6 +65,9 @@ pub struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.floor {
+        return floor::run(args.subscribers);
+    }
     let bin = match &args.server_bin {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()?

@@ -67,6 +67,8 @@ pub fn spawn_server(
         // One bench user sends every mutation: lift the per-user limit.
         .env("TASKNEST_RATE_PER_SECOND", "1000000")
         .env("TASKNEST_RATE_BURST", "1000000")
+        // … and the per-user socket limit: every bench subscriber is the same user.
+        .env("TASKNEST_MAX_CONNECTIONS_PER_USER", "100000")
         .env_remove("REDIS_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
