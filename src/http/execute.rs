@@ -26,11 +26,14 @@ pub(super) enum Ran {
 
 /// Authenticates, applies the rate limit to mutations, executes in a span, and counts and
 /// times the operation.
-pub(super) async fn run(state: &HttpState, headers: &HeaderMap, mut request: Request) -> Ran {
+pub(super) async fn run(
+    state: &HttpState,
+    authentication: Authentication,
+    mut request: Request,
+) -> Ran {
     let started = std::time::Instant::now();
     let (kind, name) = operation_of(&mut request).unzip();
     let operation = state.app.metrics.operation_label(name.flatten().as_deref());
-    let authentication = authenticate(state, headers).await;
     let user = match &authentication {
         Authentication::Viewer(viewer) => viewer.user_id.clone(),
         _ => String::new(),
@@ -141,7 +144,7 @@ fn missing_variable(request: &mut Request) -> Option<async_graphql::ServerError>
 }
 
 /// Reads and checks the bearer token, and keeps the user row in step with its claims.
-async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Authentication {
+pub(super) async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Authentication {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Authentication::Anonymous;
     };

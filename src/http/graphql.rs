@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::HttpState;
 use super::decode::{self, Rejection};
-use super::execute::{Ran, operation_of, run};
+use super::execute::{Ran, authenticate, operation_of, run};
 use crate::error::{AppError, code};
 
 /// GraphiQL, pointed at `/graphql`.
@@ -130,10 +130,12 @@ async fn batch(
         let message = format!("a batch must hold between 1 and {cap} operations");
         return request_error(media, StatusCode::BAD_REQUEST, &message);
     }
+    // One token check for the whole batch, not one per operation.
+    let authentication = authenticate(state, headers).await;
     let mut results = Vec::with_capacity(items.len());
     for item in items {
         let result = match decode::post_body(state, item).await {
-            Ok(request) => match run(state, headers, request).await {
+            Ok(request) => match run(state, authentication.clone(), request).await {
                 Ran::Done { response, .. } => serde_json::to_value(&response)
                     .unwrap_or_else(|_| json!({ "errors": [{ "message": "internal error" }] })),
                 Ran::Limited(error) => limited_body(error),
@@ -187,7 +189,8 @@ async fn execute(
     request: Request,
     media: Media,
 ) -> Response {
-    let (response, request_failed) = match run(state, headers, request).await {
+    let authentication = authenticate(state, headers).await;
+    let (response, request_failed) = match run(state, authentication, request).await {
         Ran::Done {
             response,
             request_failed,

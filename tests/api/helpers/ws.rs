@@ -76,6 +76,11 @@ impl WsClient {
 
     /// The next message that is not a keep-alive, or the close code once the server closed.
     pub async fn next_or_close(&mut self) -> Result<Value, Option<u16>> {
+        self.next_message(true).await
+    }
+
+    /// The next text message (keep-alives too unless `skip_keepalive`), or the close code.
+    async fn next_message(&mut self, skip_keepalive: bool) -> Result<Value, Option<u16>> {
         loop {
             let frame = tokio::time::timeout(WAIT, self.socket.next())
                 .await
@@ -83,7 +88,7 @@ impl WsClient {
             match frame {
                 Some(Ok(Message::Text(text))) => {
                     let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
-                    if value["type"] == "ping" || value["type"] == "ka" {
+                    if skip_keepalive && (value["type"] == "ping" || value["type"] == "ka") {
                         continue;
                     }
                     return Ok(value);
@@ -150,18 +155,7 @@ impl WsClient {
 impl WsClient {
     /// The `type` of the next text message, keep-alives included.
     pub async fn next_raw_type(&mut self) -> Option<String> {
-        loop {
-            let frame = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .expect("a message within the wait");
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
-                    return value["type"].as_str().map(str::to_owned);
-                }
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
+        let message = self.next_message(false).await.ok()?;
+        message["type"].as_str().map(str::to_owned)
     }
 }
