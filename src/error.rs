@@ -9,9 +9,12 @@
 //! `Internal` variant carries the real cause (SQL, I/O, …), which is logged here with
 //! `tracing` and replaced by a bare "internal error" before it leaves the process.
 //! Every GraphQL error carries `extensions.code`; errors that async-graphql raises itself
-//! (parse, validation, input coercion) get theirs in [`with_error_codes`].
+//! (parse, validation, input coercion) get theirs in [`with_error_codes`]. Transports never
+//! write an error body by hand: request errors (a malformed body, a rate limit, a
+//! persisted-query miss) are `AppError`s too and reach the wire through
+//! [`AppError::into_server_error`] and [`errors_json`].
 
-use async_graphql::{ErrorExtensions, ServerError};
+use async_graphql::{ErrorExtensions, PathSegment, ServerError};
 
 /// The error codes clients switch on (`extensions.code`).
 pub mod code {
@@ -44,6 +47,12 @@ pub enum AppError {
     CursorExpired(i64),
     /// Too many writes; try again after `retry_after_ms`.
     RateLimited { retry_after_ms: u64 },
+    /// Over a fixed limit that waiting does not lift (operations on one connection).
+    TooMany(&'static str),
+    /// A request that cannot run at all (malformed body, wrong media type, too large).
+    BadRequest(String),
+    /// An automatic persisted query's hash is not known: the client must send the query.
+    PersistedQueryNotFound,
     /// Something broke on our side; the cause is logged, never sent.
     Internal(anyhow::Error),
 }
@@ -76,6 +85,9 @@ impl AppError {
             Self::RateLimited { retry_after_ms } => {
                 format!("too many requests: retry in {retry_after_ms} ms")
             }
+            Self::TooMany(m) => (*m).to_owned(),
+            Self::BadRequest(m) => m.clone(),
+            Self::PersistedQueryNotFound => "PersistedQueryNotFound".to_owned(),
             Self::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -89,10 +101,44 @@ impl AppError {
             Self::BadInput { .. } => code::BAD_USER_INPUT,
             Self::Conflict(_) => code::CONFLICT,
             Self::CursorExpired(_) => code::CURSOR_EXPIRED,
-            Self::RateLimited { .. } => code::RATE_LIMITED,
+            Self::RateLimited { .. } | Self::TooMany(_) => code::RATE_LIMITED,
+            Self::BadRequest(_) => code::BAD_USER_INPUT,
+            Self::PersistedQueryNotFound => code::PERSISTED_QUERY_NOT_FOUND,
             Self::Internal(_) => code::INTERNAL,
         }
     }
+}
+
+impl AppError {
+    /// This error as a GraphQL error with `path` (empty for a request error), through the
+    /// same mapping as a resolver's error.
+    pub fn into_server_error(self, path: &[&str]) -> ServerError {
+        let error = async_graphql::Error::from(self);
+        let mut server = ServerError::new(error.message, None);
+        server.extensions = error.extensions;
+        server.path = path
+            .iter()
+            .map(|field| PathSegment::Field((*field).to_owned()))
+            .collect();
+        server
+    }
+}
+
+/// An errors array as JSON (`[{"message": …, "extensions": {"code": …}}]`).
+pub fn errors_json(errors: &[ServerError]) -> String {
+    serde_json::to_string(errors).unwrap_or_else(|err| {
+        // Not expected (errors hold strings and JSON values only); still a valid answer.
+        tracing::error!(error = %err, "cannot serialize GraphQL errors");
+        format!(
+            r#"[{{"message":"internal error","extensions":{{"code":"{}"}}}}]"#,
+            code::INTERNAL
+        )
+    })
+}
+
+/// A response body holding only `errors` (no `data`: the request never executed).
+pub fn errors_body(errors: &[ServerError]) -> String {
+    format!(r#"{{"errors":{}}}"#, errors_json(errors))
 }
 
 impl From<sea_orm::DbErr> for AppError {

@@ -13,7 +13,6 @@ pub mod graphql;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
-pub mod limits;
 pub mod metrics;
 pub mod presence;
 pub mod projects;
@@ -35,13 +34,16 @@ pub use config::Config;
 pub use state::AppState;
 
 use crate::auth::{JwtKeys, UserDirectory};
+use crate::events::log::EventLog;
 use crate::metrics::Metrics;
-use crate::presence::{MemoryStore, Presence, PresenceSettings, RedisStore};
+use crate::presence::{
+    FallbackStore, MemoryStore, Presence, PresenceSettings, PresenceStore, RedisStore,
+};
 use crate::ratelimit::{Limits, RateLimiter};
 use crate::realtime::redis_bus::{self, RedisBus};
-use crate::realtime::ws::WsSettings;
-use crate::realtime::{Bus, Hub, InProcessBus, Realtime};
+use crate::realtime::{Bus, Channels, Hub, LocalBus, Realtime};
 use crate::state::DbStats;
+use crate::tasks::conflicts::{self, ConflictNotices};
 use tokio_util::sync::CancellationToken;
 
 /// A migrated database, a bound listener and the router, ready to serve.
@@ -69,37 +71,33 @@ impl Application {
         )
         .await?;
         let shutdown = CancellationToken::new();
+        // This instance's id: its presence leases, and the bus skips its own messages by it.
+        let instance = uuid::Uuid::new_v4();
         let hub = Hub::new(db.clone(), shutdown.clone(), metrics.clone());
         let presence_settings = PresenceSettings {
             timeout: config.presence_timeout,
             coalesce: config.presence_coalesce,
         };
-        let (bus, presence): (Arc<dyn Bus>, Arc<Presence>) = match &config.redis_url {
-            Some(url) => {
-                let store = RedisStore::new(
+        let (bus, store): (Arc<dyn Bus>, Arc<dyn PresenceStore>) = match &config.redis_url {
+            Some(url) => (
+                RedisBus::new(url, instance)?,
+                Arc::new(FallbackStore::new(RedisStore::new(
                     redis_bus::lazy_connection(url)?,
-                    hub.instance(),
+                    instance,
                     config.presence_timeout,
-                );
-                let presence = Presence::start(
-                    Arc::new(store),
-                    hub.instance(),
-                    presence_settings,
-                    shutdown.clone(),
-                );
-                let bus = RedisBus::start(url, hub.clone(), presence.clone(), shutdown.clone())?;
-                (bus, presence)
-            }
-            None => (
-                Arc::new(InProcessBus::new(hub.clone())),
-                Presence::start(
-                    Arc::new(MemoryStore::default()),
-                    hub.instance(),
-                    presence_settings,
-                    shutdown.clone(),
-                ),
+                ))),
             ),
+            None => (Arc::new(LocalBus), Arc::new(MemoryStore::default())),
         };
+        let presence = Presence::start(store, bus.clone(), presence_settings, shutdown.clone());
+        let conflicts = ConflictNotices::new(bus.clone());
+        // Each channel's owner receives what the other instances publish on it.
+        let mut channels = Channels::default();
+        channels.register(realtime::EVENTS, hub.clone());
+        channels.register(conflicts::CHANNEL, conflicts.clone());
+        channels.register(presence::CHANNEL, presence.clone());
+        bus.clone().listen(channels, shutdown.clone());
+
         tokio::spawn(hub.clone().run_checks(config.gap_check_interval));
         tokio::spawn(events::retention::run(
             db.clone(),
@@ -118,23 +116,21 @@ impl Application {
                 .map(redis_bus::lazy_connection)
                 .transpose()?,
         ));
+        let realtime = Realtime {
+            hub,
+            bus,
+            metrics: metrics.clone(),
+        };
         let state = AppState {
             config: Arc::new(config.clone()),
+            events: EventLog::new(db.clone(), Arc::new(realtime.clone())),
             db,
             keys: Arc::new(JwtKeys::new(secret.as_bytes())),
             users: Arc::new(UserDirectory::default()),
-            realtime: Realtime {
-                hub,
-                bus,
-                metrics: metrics.clone(),
-            },
+            realtime,
+            conflicts,
             presence,
             shutdown,
-            ws: WsSettings {
-                init_timeout: config.ws_init_timeout,
-                keepalive: config.ws_keepalive,
-            },
-            ws_users: Arc::default(),
             metrics,
             rate_limiter,
             db_stats,

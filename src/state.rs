@@ -4,16 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{JwtKeys, UserDirectory};
 use crate::config::Config;
+use crate::error::AppError;
+use crate::events::log::EventLog;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::realtime::Realtime;
-use crate::realtime::connections::UserConnections;
-use crate::realtime::ws::WsSettings;
-use tokio_util::sync::CancellationToken;
+use crate::tasks::conflicts::ConflictNotices;
 
 /// Everything a request may need. Cheap to clone: every field is a handle.
 #[derive(Clone)]
@@ -28,14 +29,14 @@ pub struct AppState {
     pub users: Arc<UserDirectory>,
     /// Rooms and the bus.
     pub realtime: Realtime,
+    /// The log's writer: transactions whose events are announced when they commit.
+    pub events: EventLog,
+    /// Conflict notices to the losers of optimistic writes, on every instance.
+    pub conflicts: Arc<ConflictNotices>,
     /// Who is present where.
     pub presence: Arc<Presence>,
     /// Cancelled on shutdown: WebSockets close with 1001, background tasks stop.
     pub shutdown: CancellationToken,
-    /// WebSocket timing.
-    pub ws: WsSettings,
-    /// Open WebSocket connections per user (limited by `max_connections_per_user`).
-    pub ws_users: Arc<UserConnections>,
     /// Per-user limits on mutations and operation starts.
     pub rate_limiter: Arc<RateLimiter>,
     /// Prometheus metrics.
@@ -43,6 +44,14 @@ pub struct AppState {
     /// Counters about database use (statements run), for metrics and for tests that pin
     /// the number of statements a query costs.
     pub db_stats: Arc<DbStats>,
+}
+
+impl AppState {
+    /// The state from a resolver's context (the schema is always built with it).
+    pub fn from_ctx<'a>(ctx: &async_graphql::Context<'a>) -> Result<&'a Self, AppError> {
+        ctx.data::<Self>()
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("AppState missing from the schema")))
+    }
 }
 
 /// Counters fed by the database connection's metric callback.

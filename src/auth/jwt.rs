@@ -42,6 +42,9 @@ pub enum TokenError {
     BadSignature,
     #[error("the token is malformed or lacks required claims")]
     Malformed,
+    /// A claim holds text no database can store (U+0000); the field is `token.<claim>`.
+    #[error("a claim of the token holds the NUL character")]
+    BadClaim(&'static str),
 }
 
 impl TokenError {
@@ -52,6 +55,7 @@ impl TokenError {
             Self::NotYetValid => "the token is not valid yet",
             Self::BadSignature => "the token's signature or algorithm is not accepted",
             Self::Malformed => "the token is malformed or lacks required claims",
+            Self::BadClaim(_) => "a claim of the token holds the NUL character (U+0000)",
         }
     }
 }
@@ -121,6 +125,15 @@ impl JwtKeys {
                 _ => TokenError::Malformed,
             })?;
         let claims = data.claims;
+        for (field, text) in [
+            ("token.sub", Some(&claims.sub)),
+            ("token.name", claims.name.as_ref()),
+            ("token.avatar", claims.avatar.as_ref()),
+        ] {
+            if text.is_some_and(|t| t.contains('\0')) {
+                return Err(TokenError::BadClaim(field));
+            }
+        }
         let sub = claims.sub.trim();
         if sub.is_empty() || sub.chars().count() > 255 || sub.chars().any(char::is_control) {
             return Err(TokenError::Malformed);

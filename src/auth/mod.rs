@@ -40,6 +40,10 @@ pub enum Authentication {
 pub fn viewer<'a>(ctx: &Context<'a>) -> Result<&'a Viewer, AppError> {
     match ctx.data_opt::<Authentication>() {
         Some(Authentication::Viewer(viewer)) => Ok(viewer),
+        Some(Authentication::Invalid(TokenError::BadClaim(field))) => Err(AppError::bad_input(
+            *field,
+            TokenError::BadClaim(field).message(),
+        )),
         Some(Authentication::Invalid(err)) => Err(AppError::Unauthenticated(err.message())),
         Some(Authentication::Anonymous) | None => Err(AppError::Unauthenticated(
             "a valid bearer token is required",

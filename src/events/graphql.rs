@@ -1,17 +1,24 @@
-//! GraphQL for the log: `ProjectEvent`, `EventPage` and the `events` catch-up query.
+//! GraphQL for the log: `ProjectEvent`, `EventPage`, the `events` catch-up query and the
+//! `projectEvents` subscription.
 
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, Json, Object, Result, SimpleObject};
+use async_graphql::{Context, ID, Json, Object, Result, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde_json::Value;
 
 use super::CommittedEvent;
 use super::service;
 use crate::auth;
 use crate::entities::events::{self, EventKind};
-use crate::graphql::app_state;
+use crate::entities::project_members::Role;
+use crate::error::AppError;
 use crate::ids::parse_uuid;
+use crate::projects::access;
+use crate::realtime::stream::{self, ResumeAfter, SharedFeed, Subscriber};
+use crate::state::AppState;
 use crate::tasks::graphql::Task;
 use crate::users::{User, resolve_user};
 
@@ -131,7 +138,7 @@ impl EventQuery {
         let viewer = auth::viewer(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
         let range = service::list(
-            app_state(ctx)?,
+            &AppState::from_ctx(ctx)?.db,
             viewer,
             project_id,
             after.unwrap_or(0),
@@ -143,5 +150,52 @@ impl EventQuery {
             last_seq: range.last_seq,
             has_more: range.has_more,
         })
+    }
+}
+
+/// Subscriptions to a project's events.
+#[derive(Default)]
+pub struct EventSubscription;
+
+#[Subscription]
+impl EventSubscription {
+    /// Replays committed events with seq > `after` (when given), then goes on live:
+    /// strictly ascending seq, no gaps, no duplicates. Without `after`, live from now.
+    /// Ends with `FORBIDDEN` if the viewer is removed from the project, and after
+    /// PROJECT_DELETED. An `after` older than the log keeps gives `CURSOR_EXPIRED`.
+    async fn project_events(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        #[graphql(desc = "Replay events after this seq first.")] after: Option<i64>,
+    ) -> Result<BoxStream<'static, Result<ProjectEvent>>> {
+        let viewer = auth::viewer(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
+        let project_id = parse_uuid("projectId", &project_id)?;
+        // A shared execution feeds its events in; its members were checked one by one.
+        if let Some(feed) = ctx.data_opt::<SharedFeed>() {
+            let receiver = feed
+                .0
+                .lock()
+                .map_err(|_| AppError::Internal(anyhow::anyhow!("shared feed poisoned")))?
+                .take()
+                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("shared feed taken twice")))?;
+            let events = tokio_stream::wrappers::ReceiverStream::new(receiver);
+            return Ok(events.map(|event| Ok(ProjectEvent::from(event))).boxed());
+        }
+        let after = after.or_else(|| ctx.data_opt::<ResumeAfter>().map(|r| r.0));
+        if after.is_some_and(|a| a < 0) {
+            return Err(AppError::bad_input("after", "after must be 0 or more").into());
+        }
+        access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
+        let stream = stream::project_events(
+            state.realtime.hub.clone(),
+            Subscriber::User(viewer.user_id.clone()),
+            project_id,
+            after,
+        );
+        Ok(stream
+            .map(|item| item.map(ProjectEvent::from).map_err(Into::into))
+            .boxed())
     }
 }

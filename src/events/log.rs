@@ -1,16 +1,22 @@
 //! Appending to and reading the event log.
 //!
-//! A writer first calls [`lock_project`] inside its transaction: the `UPDATE … RETURNING`
-//! bumps the project's counter and holds the project row's lock until commit, so writers to
-//! one project take turns, each gets the next number, and a rolled-back transaction gives
-//! its number back. Gap-free by construction, and `MAX(seq)+1` is never used, so pruning old
-//! events never reuses a number.
+//! Writers go through a [`LogTxn`] from [`EventLog::begin`]: it is the only way to lock a
+//! project's log, to append, and to commit, and committing is what hands the appended events
+//! to the realtime side, so no event is announced before its transaction committed and none
+//! committed goes unannounced.
+//!
+//! [`LogTxn::lock_project`]'s `UPDATE … RETURNING` bumps the project's counter and holds the
+//! project row's lock until commit, so writers to one project take turns, each gets the next
+//! number, and a rolled-back transaction gives its number back. Gap-free by construction,
+//! and `MAX(seq)+1` is never used, so pruning old events never reuses a number.
+
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -34,9 +40,129 @@ impl SeqLock {
     }
 }
 
-/// Locks the project's log for this transaction and reserves the next seq. `None` when the
-/// project does not exist or was deleted.
-pub async fn lock_project(
+/// Where committed events are announced (the realtime side: local rooms and the bus).
+pub trait Announce: Send + Sync + 'static {
+    /// Called once per event, after its transaction committed. Must not wait.
+    fn committed(&self, row: events::Model);
+}
+
+/// The log's writer: begins transactions whose events are announced when they commit.
+#[derive(Clone)]
+pub struct EventLog {
+    db: DatabaseConnection,
+    announce: Arc<dyn Announce>,
+}
+
+impl EventLog {
+    /// A writer on `db` announcing to `announce`.
+    pub fn new(db: DatabaseConnection, announce: Arc<dyn Announce>) -> Self {
+        Self { db, announce }
+    }
+
+    /// The database, for reads outside a write.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Begins a transaction that may append to the log.
+    pub async fn begin(&self) -> Result<LogTxn, DbErr> {
+        Ok(LogTxn {
+            txn: self.db.begin().await?,
+            announce: self.announce.clone(),
+            appended: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// A transaction that may append events. It reads and writes like the transaction it
+/// wraps (through `Deref`), but only [`commit`](Self::commit) ends it successfully, and that
+/// announces its events; dropping it rolls back and announces nothing.
+#[must_use = "a log transaction does nothing unless committed"]
+pub struct LogTxn {
+    txn: DatabaseTransaction,
+    announce: Arc<dyn Announce>,
+    appended: Mutex<Vec<events::Model>>,
+}
+
+impl std::ops::Deref for LogTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+/// Queries run inside the transaction, exactly as on the transaction itself.
+#[async_trait::async_trait]
+impl ConnectionTrait for LogTxn {
+    fn get_database_backend(&self) -> sea_orm::DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.txn.support_returning()
+    }
+}
+
+impl LogTxn {
+    /// Locks the project's log for this transaction and reserves the next seq. `None` when
+    /// the project does not exist or was deleted.
+    pub async fn lock_project(&self, project_id: Uuid) -> Result<Option<SeqLock>, DbErr> {
+        lock_project(&self.txn, project_id).await
+    }
+
+    /// Writes the event under `lock`. Consumes the lock: one event per reserved seq.
+    pub async fn append(&self, lock: SeqLock, event: NewEvent) -> Result<(), DbErr> {
+        let row = append(&self.txn, lock, event).await?;
+        self.appended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(row);
+        Ok(())
+    }
+
+    /// Commits, then announces the appended events in order.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await?;
+        let appended = self
+            .appended
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        for row in appended {
+            self.announce.committed(row);
+        }
+        Ok(())
+    }
+
+    /// Rolls back: reserved seqs are given back and nothing is announced.
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+async fn lock_project(
     txn: &DatabaseTransaction,
     project_id: Uuid,
 ) -> Result<Option<SeqLock>, DbErr> {
@@ -91,9 +217,7 @@ impl NewEvent {
     }
 }
 
-/// Writes the event under the lock taken by [`lock_project`]. Consumes the lock: one event
-/// per reserved seq.
-pub async fn append(
+async fn append(
     txn: &DatabaseTransaction,
     lock: SeqLock,
     event: NewEvent,

@@ -8,7 +8,6 @@ use crate::entities::events;
 use crate::entities::project_members::Role;
 use crate::error::AppError;
 use crate::projects::access;
-use crate::state::AppState;
 
 /// Largest page of `events`.
 pub const MAX_LIMIT: i32 = 1_000;
@@ -23,7 +22,7 @@ pub struct EventRange {
 
 /// Events with `seq > after`, ascending; `limit` is capped at [`MAX_LIMIT`].
 pub async fn list(
-    state: &AppState,
+    db: &sea_orm::DatabaseConnection,
     viewer: &Viewer,
     project_id: Uuid,
     after: i64,
@@ -36,9 +35,8 @@ pub async fn list(
         return Err(AppError::bad_input("limit", "limit must be at least 1"));
     }
     let limit = limit.min(MAX_LIMIT) as u64;
-    let (project, _) =
-        access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
-    let mut events = log::range(&state.db, project_id, after, limit + 1).await?;
+    let (project, _) = access::require(db, project_id, &viewer.user_id, Role::Viewer).await?;
+    let mut events = log::range(db, project_id, after, limit + 1).await?;
     // The log must hold the event right after `after`, or the client's cursor points into
     // pruned history and it has to refetch state instead.
     let expired = match events.first() {

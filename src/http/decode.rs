@@ -2,44 +2,14 @@
 //! GraphQL-over-HTTP specification lays it out, with automatic persisted queries resolved.
 
 use async_graphql::{Request, Variables};
-use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::HttpState;
-use super::persisted::PersistedError;
-use crate::error::code;
+use crate::error::AppError;
 
-/// Why a request cannot run at all.
-#[derive(Debug)]
-pub(super) enum Rejection {
-    /// Malformed: a 400 with this message.
-    Malformed(&'static str),
-    /// A persisted-query problem (a miss is an ordinary GraphQL answer).
-    Persisted(PersistedError),
-}
-
-impl Rejection {
-    /// The status to answer with.
-    pub(super) fn status(&self) -> StatusCode {
-        match self {
-            Self::Persisted(PersistedError::NotFound) => StatusCode::OK,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    /// The coded error in GraphQL's response shape.
-    pub(super) fn body(&self) -> Value {
-        let (message, code) = match self {
-            Self::Malformed(message) => (*message, code::BAD_USER_INPUT),
-            Self::Persisted(PersistedError::NotFound) => (
-                PersistedError::NotFound.message(),
-                code::PERSISTED_QUERY_NOT_FOUND,
-            ),
-            Self::Persisted(err) => (err.message(), code::BAD_USER_INPUT),
-        };
-        json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
-    }
+fn malformed(message: &str) -> AppError {
+    AppError::BadRequest(message.to_owned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,19 +35,22 @@ struct GetParams {
 }
 
 /// One POSTed operation (a whole body, or one element of a batch).
-pub(super) async fn post_body(state: &HttpState, body: Value) -> Result<Request, Rejection> {
+pub(super) async fn post_body(state: &HttpState, body: Value) -> Result<Request, AppError> {
     let body: PostBody = serde_json::from_value(body)
-        .map_err(|_| Rejection::Malformed("the body must be an object with a string `query`"))?;
+        .map_err(|_| malformed("the body must be an object with a string `query`"))?;
+    let extensions = body.extensions.filter(|e| !e.is_null());
+    if extensions.as_ref().is_some_and(|e| !e.is_object()) {
+        return Err(malformed("`extensions` must be an object"));
+    }
     let query = state
         .persisted
-        .resolve(body.query, body.extensions.as_ref())
-        .await
-        .map_err(Rejection::Persisted)?
-        .ok_or(Rejection::Malformed("the body needs a string `query`"))?;
+        .resolve(body.query, extensions.as_ref())
+        .await?
+        .ok_or_else(|| malformed("the body needs a string `query`"))?;
     let mut request = Request::new(query);
     if let Some(variables) = body.variables.filter(|v| !v.is_null()) {
         if !variables.is_object() {
-            return Err(Rejection::Malformed("`variables` must be an object"));
+            return Err(malformed("`variables` must be an object"));
         }
         request = request.variables(Variables::from_json(variables));
     }
@@ -88,28 +61,31 @@ pub(super) async fn post_body(state: &HttpState, body: Value) -> Result<Request,
 }
 
 /// An operation in a GET query string.
-pub(super) async fn query_string(state: &HttpState, query: &str) -> Result<Request, Rejection> {
-    let params: GetParams = serde_urlencoded::from_str(query)
-        .map_err(|_| Rejection::Malformed("malformed query string"))?;
+pub(super) async fn query_string(state: &HttpState, query: &str) -> Result<Request, AppError> {
+    let params: GetParams =
+        serde_urlencoded::from_str(query).map_err(|_| malformed("malformed query string"))?;
     let extensions = params
         .extensions
         .as_deref()
         .map(serde_json::from_str::<Value>)
         .transpose()
-        .map_err(|_| Rejection::Malformed("`extensions` must be JSON"))?;
+        .map_err(|_| malformed("`extensions` must be a JSON object"))?
+        .filter(|e| !e.is_null());
+    if extensions.as_ref().is_some_and(|e| !e.is_object()) {
+        return Err(malformed("`extensions` must be a JSON object"));
+    }
     let query = state
         .persisted
         .resolve(params.query, extensions.as_ref())
-        .await
-        .map_err(Rejection::Persisted)?
-        .ok_or(Rejection::Malformed("missing `query` parameter"))?;
+        .await?
+        .ok_or_else(|| malformed("missing `query` parameter"))?;
     let mut request = Request::new(query);
     if let Some(variables) = params.variables {
         match serde_json::from_str::<Value>(&variables) {
             Ok(v) if v.is_object() || v.is_null() => {
                 request = request.variables(Variables::from_json(v));
             }
-            _ => return Err(Rejection::Malformed("`variables` must be a JSON object")),
+            _ => return Err(malformed("`variables` must be a JSON object")),
         }
     }
     if let Some(name) = params.operation_name {

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::HttpState;
 use crate::auth::{self, Authentication};
 use crate::error::{AppError, with_error_codes};
-use crate::graphql::prepare_request;
+use crate::graphql::{document, prepare_request};
 use crate::metrics::{OperationLabels, OperationName};
 
 /// What running one operation came to.
@@ -32,7 +32,8 @@ pub(super) async fn run(
     mut request: Request,
 ) -> Ran {
     let started = std::time::Instant::now();
-    let (kind, name) = operation_of(&mut request).unzip();
+    let analysis = document::analyze(&mut request);
+    let (kind, name) = analysis.map(|a| (a.kind, a.name)).unzip();
     let operation = state.app.metrics.operation_label(name.flatten().as_deref());
     let user = match &authentication {
         Authentication::Viewer(viewer) => viewer.user_id.clone(),
@@ -46,7 +47,7 @@ pub(super) async fn run(
         return Ran::Limited(limited);
     }
     let span = tracing::info_span!("graphql", operation = %operation, user = %user);
-    let mut response = match missing_variable(&mut request) {
+    let mut response = match document::missing_variable(&mut request) {
         Some(error) => async_graphql::Response::from_errors(vec![error]),
         None => {
             let request = prepare_request(request, &state.app, authentication);
@@ -86,61 +87,6 @@ pub(super) async fn run(
         response,
         request_failed,
     }
-}
-
-/// The type and name of the operation a request would run, when its document parses. The
-/// parse is kept in the request, so execution does not parse the query again.
-pub(super) fn operation_of(request: &mut Request) -> Option<(OperationType, Option<String>)> {
-    let given = request.operation_name.clone();
-    let document = request.parsed_query().ok()?;
-    let (name, operation) = selected_operation(document, given.as_deref())?;
-    Some((operation.node.ty, name.or(given)))
-}
-
-/// The operation a document runs under `name`, with its name when the document names it.
-fn selected_operation<'a>(
-    document: &'a async_graphql::parser::types::ExecutableDocument,
-    name: Option<&str>,
-) -> Option<(
-    Option<String>,
-    &'a async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>,
-)> {
-    use async_graphql::parser::types::DocumentOperations;
-    match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => Some((None, op)),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .get(&async_graphql::Name::new(name))
-            .map(|op| (Some(name.to_owned()), op)),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
-            .iter()
-            .next()
-            .map(|(name, op)| (Some(name.to_string()), op)),
-        (DocumentOperations::Multiple(_), None) => None,
-    }
-}
-
-/// A required variable (non-null, no default) the request does not provide. async-graphql
-/// notices it only while resolving a field, which would make a request error look like a
-/// field error (a 200); the GraphQL-over-HTTP specification makes it a 400.
-fn missing_variable(request: &mut Request) -> Option<async_graphql::ServerError> {
-    let given = request.operation_name.clone();
-    let provided: std::collections::HashSet<String> =
-        request.variables.keys().map(ToString::to_string).collect();
-    let document = request.parsed_query().ok()?;
-    let (_, operation) = selected_operation(document, given.as_deref())?;
-    operation.node.variable_definitions.iter().find_map(|def| {
-        let var = &def.node;
-        let required = !var.var_type.node.nullable && var.default_value.is_none();
-        (required && !provided.contains(var.name.node.as_str())).then(|| {
-            async_graphql::ServerError::new(
-                format!(
-                    "Variable \"${}\" of required type \"{}\" was not provided.",
-                    var.name.node, var.var_type.node
-                ),
-                Some(def.pos),
-            )
-        })
-    })
 }
 
 /// Reads and checks the bearer token, and keeps the user row in step with its claims.

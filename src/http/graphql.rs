@@ -1,6 +1,7 @@
 //! The GraphQL endpoint over HTTP, as the GraphQL-over-HTTP specification asks: the
 //! response media type by `Accept`, 400 for requests that cannot run, 405 for a mutation
-//! over GET, 415 for a body that is not JSON, no batches. And the GraphiQL page.
+//! over GET, 415 for a body that is not JSON, batches only when turned on. And the GraphiQL
+//! page.
 
 use async_graphql::Request;
 use async_graphql::http::GraphiQLSource;
@@ -13,12 +14,13 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::HttpState;
-use super::decode::{self, Rejection};
-use super::execute::{Ran, authenticate, operation_of, run};
-use crate::error::{AppError, code};
+use super::decode;
+use super::execute::{Ran, authenticate, run};
+use crate::error::{AppError, errors_body};
+use crate::graphql::document;
 
 /// GraphiQL, pointed at `/graphql`.
 pub async fn graphiql() -> impl IntoResponse {
@@ -51,7 +53,7 @@ pub async fn handle_get(
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                crate::realtime::ws::upgrade(ws, state, request_id)
+                super::ws::upgrade(ws, state, request_id)
             }
             Err(rejection) => rejection.into_response(),
         };
@@ -77,7 +79,7 @@ pub async fn handle_post(
                 "the body is larger than {} bytes",
                 state.app.config.max_body_bytes
             );
-            return request_error(media, StatusCode::PAYLOAD_TOO_LARGE, &message);
+            return request_error(media, StatusCode::PAYLOAD_TOO_LARGE, message);
         }
         Err(_) => {
             return request_error(media, StatusCode::BAD_REQUEST, "the body could not be read");
@@ -105,7 +107,7 @@ pub async fn handle_post(
     }
     match decode::post_body(&state, body).await {
         Ok(request) => execute(&state, &headers, request, media).await,
-        Err(rejection) => rejected(media, &rejection),
+        Err(rejection) => rejected(media, rejection),
     }
 }
 
@@ -128,7 +130,7 @@ async fn batch(
     }
     if items.is_empty() || items.len() > cap {
         let message = format!("a batch must hold between 1 and {cap} operations");
-        return request_error(media, StatusCode::BAD_REQUEST, &message);
+        return request_error(media, StatusCode::BAD_REQUEST, message);
     }
     // One token check for the whole batch, not one per operation.
     let authentication = authenticate(state, headers).await;
@@ -136,18 +138,20 @@ async fn batch(
     for item in items {
         let result = match decode::post_body(state, item).await {
             Ok(request) => match run(state, authentication.clone(), request).await {
-                Ran::Done { response, .. } => serde_json::to_value(&response)
-                    .unwrap_or_else(|_| json!({ "errors": [{ "message": "internal error" }] })),
-                Ran::Limited(error) => limited_body(error),
+                Ran::Done {
+                    response,
+                    request_failed,
+                } => response_body(&response, request_failed),
+                Ran::Limited(error) => errors_body(&[error.into_server_error(&[])]),
             },
-            Err(rejection) => rejection.body(),
+            Err(rejection) => errors_body(&[rejection.into_server_error(&[])]),
         };
         results.push(result);
     }
     (
         StatusCode::OK,
         [(CONTENT_TYPE, media.content_type())],
-        Value::Array(results).to_string(),
+        format!("[{}]", results.join(",")),
     )
         .into_response()
 }
@@ -163,10 +167,10 @@ async fn handle_query_string(
     };
     let mut request = match decode::query_string(&state, uri.query().unwrap_or_default()).await {
         Ok(request) => request,
-        Err(rejection) => return rejected(media, &rejection),
+        Err(rejection) => return rejected(media, rejection),
     };
     // Unparsable documents pass here and fail in execution with a proper error.
-    if operation_of(&mut request).is_some_and(|(ty, _)| ty != OperationType::Query) {
+    if document::analyze(&mut request).is_some_and(|a| a.kind != OperationType::Query) {
         let mut response = request_error(
             media,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -201,8 +205,20 @@ async fn execute(
         Media::GraphqlResponse if request_failed => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };
-    let body = serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec());
+    let body = response_body(&response, request_failed);
     (status, [(CONTENT_TYPE, media.content_type())], body).into_response()
+}
+
+/// A response as JSON. One that failed before execution has no `data` key at all, as the
+/// GraphQL spec asks ("not present" rather than null).
+fn response_body(response: &async_graphql::Response, request_failed: bool) -> String {
+    if request_failed {
+        return errors_body(&response.errors);
+    }
+    serde_json::to_string(response).unwrap_or_else(|err| {
+        let error = AppError::Internal(anyhow::anyhow!("cannot serialize a response: {err}"));
+        errors_body(&[error.into_server_error(&[])])
+    })
 }
 
 /// The response media types of GraphQL over HTTP.
@@ -262,7 +278,7 @@ fn rate_limited(media: Media, error: AppError) -> Response {
         AppError::RateLimited { retry_after_ms } => *retry_after_ms,
         _ => 1000,
     };
-    let body = limited_body(error).to_string();
+    let body = errors_body(&[error.into_server_error(&[])]);
     let status = match media {
         Media::GraphqlResponse => StatusCode::TOO_MANY_REQUESTS,
         Media::Json => StatusCode::OK,
@@ -279,30 +295,26 @@ fn rate_limited(media: Media, error: AppError) -> Response {
         .into_response()
 }
 
-/// The `RATE_LIMITED` error (with `retryAfterMs`) in GraphQL's response shape.
-fn limited_body(error: AppError) -> Value {
-    let error = async_graphql::Error::from(error).into_server_error(async_graphql::Pos::default());
-    json!({ "errors": [error] })
-}
-
 /// A request that could not be run; a persisted-query miss is an ordinary GraphQL answer
 /// (200), which is how Apollo Client and urql learn that they must send the full query.
-fn rejected(media: Media, rejection: &Rejection) -> Response {
-    (
-        rejection.status(),
-        [(CONTENT_TYPE, media.content_type())],
-        rejection.body().to_string(),
-    )
-        .into_response()
+fn rejected(media: Media, rejection: AppError) -> Response {
+    let status = match rejection {
+        AppError::PersistedQueryNotFound => StatusCode::OK,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error_response(media, status, rejection)
 }
 
-/// A request that could not be run at all, with a coded error in GraphQL's shape.
-fn request_error(media: Media, status: StatusCode, message: &str) -> Response {
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code::BAD_USER_INPUT } }] });
+/// A request that could not be run at all.
+fn request_error(media: Media, status: StatusCode, message: impl Into<String>) -> Response {
+    error_response(media, status, AppError::BadRequest(message.into()))
+}
+
+fn error_response(media: Media, status: StatusCode, error: AppError) -> Response {
     (
         status,
         [(CONTENT_TYPE, media.content_type())],
-        body.to_string(),
+        errors_body(&[error.into_server_error(&[])]),
     )
         .into_response()
 }

@@ -1,10 +1,15 @@
-//! The HTTP surface: routes, the GraphQL endpoint, GraphiQL and health checks.
+//! The transport layer: every wire protocol (GraphQL over HTTP, graphql-ws) and the shared
+//! GraphQL runtime they run on (persisted queries, shared executions), plus GraphiQL and
+//! health checks. Transports consume the slices and `realtime`; nothing below imports them.
 
 mod decode;
 mod execute;
 mod graphql;
 mod health;
+pub mod multiplex;
+pub mod payload;
 pub mod persisted;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,9 +31,11 @@ use tower_http::trace::TraceLayer;
 use std::sync::Arc;
 
 use crate::graphql::TaskNestSchema;
-use crate::realtime::multiplex::Multiplexer;
 use crate::state::AppState;
+use multiplex::Multiplexer;
 use persisted::PersistedQueries;
+use ws::WsSettings;
+use ws::connections::UserConnections;
 
 /// Router state: the app state and the schema built on it.
 #[derive(Clone)]
@@ -39,6 +46,10 @@ pub struct HttpState {
     pub multiplexer: Arc<Multiplexer>,
     /// Automatic persisted queries.
     pub persisted: Arc<PersistedQueries>,
+    /// WebSocket timing.
+    pub ws: WsSettings,
+    /// Open WebSocket connections per user (limited by `max_connections_per_user`).
+    pub ws_users: Arc<UserConnections>,
 }
 
 /// All routes of the service.
@@ -52,6 +63,10 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
     let persisted = Arc::new(PersistedQueries::new(redis));
     let body_limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
     let cors = cors(&app.config.cors_origins);
+    let ws = WsSettings {
+        init_timeout: app.config.ws_init_timeout,
+        keepalive: app.config.ws_keepalive,
+    };
     let router = Router::new()
         .route("/", get(graphql::graphiql))
         .route(
@@ -93,6 +108,8 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
             schema,
             multiplexer: Arc::new(Multiplexer::default()),
             persisted,
+            ws,
+            ws_users: Arc::default(),
         });
     Ok(match cors {
         Some(cors) => router.layer(cors),

@@ -118,7 +118,15 @@ impl PersistedQueries {
             return Some(query);
         }
         let mut conn = self.redis.clone()?;
-        let query: Option<String> = conn.get(key(hash)).await.ok().flatten();
+        // Redis away reads as a miss (the client then sends the full query, which is kept
+        // locally), but the cause is logged rather than hidden.
+        let query: Option<String> = match conn.get(key(hash)).await {
+            Ok(query) => query,
+            Err(err) => {
+                tracing::warn!(error = %err, "persisted query lookup failed; answering as a miss");
+                None
+            }
+        };
         if let Some(query) = &query {
             self.local().insert(hash.to_owned(), query.clone());
         }
@@ -128,4 +136,13 @@ impl PersistedQueries {
 
 fn key(hash: &str) -> String {
     format!("tasknest:apq:{hash}")
+}
+
+impl From<PersistedError> for crate::error::AppError {
+    fn from(err: PersistedError) -> Self {
+        match err {
+            PersistedError::NotFound => Self::PersistedQueryNotFound,
+            other => Self::BadRequest(other.message().to_owned()),
+        }
+    }
 }

@@ -15,9 +15,9 @@ use crate::entities::project_members::Role;
 use crate::entities::tasks;
 use crate::error::AppError;
 use crate::events::UserSnapshot;
-use crate::graphql::app_state;
 use crate::ids::parse_uuid;
 use crate::projects::access;
+use crate::state::AppState;
 use crate::users::User;
 
 /// Someone present in a project.
@@ -78,7 +78,7 @@ impl PresenceQuery {
     /// Who is present in the project now, with focus; the same answer on every instance.
     async fn presence(&self, ctx: &Context<'_>, project_id: ID) -> Result<Vec<PresenceView>> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
         access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
         Ok(state
@@ -107,7 +107,7 @@ impl PresenceMutation {
         task_id: Option<ID>,
     ) -> Result<PresenceView> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
         let task_id = task_id.map(|t| parse_uuid("taskId", &t)).transpose()?;
         access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
@@ -152,7 +152,7 @@ impl PresenceSubscription {
         project_id: ID,
     ) -> Result<BoxStream<'static, PresenceEventView>> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
         access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
         let guard = Arc::new(state.presence.join(project_id, snapshot(viewer)).await?);

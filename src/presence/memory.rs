@@ -1,4 +1,5 @@
-//! Presence kept in this process: the single-instance default.
+//! Presence kept in this process: the single-instance default, and this instance's own
+//! share of the registry when presence is shared through Redis (see [`super::fallback`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,9 +11,13 @@ use super::{PresenceEntry, PresenceEvent, PresenceStore};
 use crate::error::AppError;
 use crate::events::UserSnapshot;
 
-struct Entry {
-    connections: usize,
-    presence: PresenceEntry,
+/// One user's presence in one project through this instance's connections.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Open `presenceEvents` subscriptions of the user here.
+    pub connections: usize,
+    /// What the user looks like to others.
+    pub presence: PresenceEntry,
 }
 
 /// Presence in memory.
@@ -24,6 +29,44 @@ pub struct MemoryStore {
 impl MemoryStore {
     fn projects(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, HashMap<String, Entry>>> {
         self.projects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The user's entry in `project`, when it has connections here.
+    pub fn entry(&self, project: Uuid, user_id: &str) -> Option<Entry> {
+        self.projects()
+            .get(&project)
+            .and_then(|users| users.get(user_id))
+            .cloned()
+    }
+
+    /// Every entry, with its project.
+    pub fn entries(&self) -> Vec<(Uuid, Entry)> {
+        self.projects()
+            .iter()
+            .flat_map(|(project, users)| users.values().map(|e| (*project, e.clone())))
+            .collect()
+    }
+
+    /// Sets the user's focus when it is present here; false when it is not.
+    pub fn set_focus(
+        &self,
+        project: Uuid,
+        user_id: &str,
+        task: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let mut projects = self.projects();
+        match projects
+            .get_mut(&project)
+            .and_then(|users| users.get_mut(user_id))
+        {
+            Some(entry) => {
+                entry.presence.focus_task_id = task;
+                entry.presence.last_seen_at = now;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -80,19 +123,11 @@ impl PresenceStore for MemoryStore {
         task: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> Result<(), AppError> {
-        let mut projects = self.projects();
-        let entry = projects
-            .get_mut(&project)
-            .and_then(|users| users.get_mut(user_id))
-            .ok_or_else(|| {
-                AppError::bad_input(
-                    "projectId",
-                    "subscribe to presenceEvents of this project before focusing a task",
-                )
-            })?;
-        entry.presence.focus_task_id = task;
-        entry.presence.last_seen_at = now;
-        Ok(())
+        if self.set_focus(project, user_id, task, now) {
+            Ok(())
+        } else {
+            Err(super::not_present())
+        }
     }
 
     async fn list(&self, project: Uuid) -> Result<Vec<PresenceEntry>, AppError> {
@@ -107,10 +142,6 @@ impl PresenceStore for MemoryStore {
                 .then(a.user.id.cmp(&b.user.id))
         });
         Ok(entries)
-    }
-
-    async fn publish(&self, _event: &PresenceEvent) {
-        // One instance: local delivery is all there is.
     }
 
     async fn maintain(&self, now: DateTime<Utc>) -> Vec<PresenceEvent> {

@@ -7,11 +7,13 @@
 //! The registry is in memory on a single instance, and in Redis when `REDIS_URL` is set, so
 //! that every instance answers `presence` the same. Each instance heartbeats the entries of
 //! its own connections; the survivors mark the users of an instance that died without
-//! saying goodbye LEFT once its entries are older than the timeout.
+//! saying goodbye LEFT once its entries are older than the timeout. Events reach the other
+//! instances on the bus's presence channel, which this service owns.
 
+mod fallback;
 pub mod graphql;
 mod memory;
-pub mod redis_store;
+mod redis_store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,9 @@ use uuid::Uuid;
 
 use crate::error::AppError;
 use crate::events::UserSnapshot;
+use crate::realtime::{Bus, ChannelHandler};
 
+pub use fallback::FallbackStore;
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
@@ -48,9 +52,10 @@ pub struct PresenceEvent {
     pub user: UserSnapshot,
     pub focus_task_id: Option<Uuid>,
     pub at: DateTime<Utc>,
-    /// The instance that published it, to skip its own copy coming back over Redis.
-    pub origin: Uuid,
 }
+
+/// The bus channel of presence events.
+pub const CHANNEL: &str = "tasknest:presence";
 
 /// One present user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,8 +98,6 @@ pub trait PresenceStore: Send + Sync + 'static {
     ) -> Result<(), AppError>;
     /// Everyone present, in one round trip.
     async fn list(&self, project: Uuid) -> Result<Vec<PresenceEntry>, AppError>;
-    /// Publishes an event to every instance (this one included).
-    async fn publish(&self, event: &PresenceEvent);
     /// Heartbeats this instance's entries and sweeps other instances' stale ones; returns
     /// the LEFT events of users who are gone.
     async fn maintain(&self, now: DateTime<Utc>) -> Vec<PresenceEvent>;
@@ -104,7 +107,7 @@ pub trait PresenceStore: Send + Sync + 'static {
 pub struct Presence {
     store: Arc<dyn PresenceStore>,
     events: broadcast::Sender<Arc<PresenceEvent>>,
-    instance: Uuid,
+    bus: Arc<dyn Bus>,
     settings: PresenceSettings,
     /// Pending FOCUS_CHANGED per (project, user), sent when their window closes.
     pending_focus: Mutex<HashMap<(Uuid, String), PresenceEvent>>,
@@ -114,24 +117,19 @@ impl Presence {
     /// A presence service on `store`, with its maintenance task.
     pub fn start(
         store: Arc<dyn PresenceStore>,
-        instance: Uuid,
+        bus: Arc<dyn Bus>,
         settings: PresenceSettings,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let presence = Arc::new(Self {
             store,
             events: broadcast::channel(1024).0,
-            instance,
+            bus,
             settings,
             pending_focus: Mutex::new(HashMap::new()),
         });
         tokio::spawn(presence.clone().maintain(shutdown));
         presence
-    }
-
-    /// This instance's id.
-    pub fn instance(&self) -> Uuid {
-        self.instance
     }
 
     /// Presence events from now on (all projects; subscribers filter).
@@ -140,7 +138,7 @@ impl Presence {
     }
 
     /// Hands an event (from the bus or from this instance) to local subscribers.
-    pub fn deliver(&self, event: Arc<PresenceEvent>) {
+    fn deliver(&self, event: Arc<PresenceEvent>) {
         let _ = self.events.send(event);
     }
 
@@ -190,7 +188,6 @@ impl Presence {
             user,
             focus_task_id: task,
             at: now,
-            origin: self.instance,
         };
         let key = (project, event.user.id.clone());
         let first = self.pending().insert(key.clone(), event).is_none();
@@ -231,14 +228,15 @@ impl Presence {
             user,
             focus_task_id: focus,
             at,
-            origin: self.instance,
         })
         .await;
     }
 
     async fn send(&self, event: PresenceEvent) {
-        self.deliver(Arc::new(event.clone()));
-        self.store.publish(&event).await;
+        let event = Arc::new(event);
+        self.deliver(event.clone());
+        self.bus
+            .publish(CHANNEL, Box::new(move || serde_json::to_vec(&*event).ok()));
     }
 
     async fn maintain(self: Arc<Self>, shutdown: CancellationToken) {
@@ -270,4 +268,22 @@ impl Drop for PresenceGuard {
             tokio::spawn(async move { presence.leave(project, user).await });
         }
     }
+}
+
+/// Presence events of the other instances arrive here from the bus.
+impl ChannelHandler for Presence {
+    fn receive(&self, payload: &[u8]) {
+        match serde_json::from_slice::<PresenceEvent>(payload) {
+            Ok(event) => self.deliver(Arc::new(event)),
+            Err(err) => tracing::warn!(error = %err, "undecodable presence event on the bus"),
+        }
+    }
+}
+
+/// `focusTask` by a user that holds no `presenceEvents` of the project.
+fn not_present() -> AppError {
+    AppError::bad_input(
+        "projectId",
+        "subscribe to presenceEvents of this project before focusing a task",
+    )
 }

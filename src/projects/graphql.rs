@@ -10,8 +10,8 @@ use crate::auth;
 use crate::entities::project_members::{self, Role};
 use crate::entities::tasks::TaskStatus;
 use crate::error::AppError;
-use crate::graphql::app_state;
 use crate::ids::{parse_user_id, parse_uuid};
+use crate::state::AppState;
 use crate::tasks::graphql::TaskConnection;
 use crate::users::{User, resolve_user};
 
@@ -76,9 +76,9 @@ impl Project {
         first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<TaskConnection> {
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         Ok(crate::tasks::service::page(
-            state,
+            &state.db,
             self.0.project.id,
             status,
             first.unwrap_or(50),
@@ -138,8 +138,8 @@ impl ProjectQuery {
     /// The projects the viewer is a member of, oldest first.
     async fn projects(&self, ctx: &Context<'_>) -> Result<Vec<Project>> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
-        Ok(service::list(state, viewer)
+        let state = AppState::from_ctx(ctx)?;
+        Ok(service::list(&state.db, viewer)
             .await?
             .into_iter()
             .map(Project)
@@ -149,9 +149,9 @@ impl ProjectQuery {
     /// One project; `NOT_FOUND` unless the viewer is a member.
     async fn project(&self, ctx: &Context<'_>, id: ID) -> Result<Project> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         let id = parse_uuid("id", &id)?;
-        Ok(Project(service::get(state, viewer, id).await?))
+        Ok(Project(service::get(&state.db, viewer, id).await?))
     }
 }
 
@@ -168,9 +168,9 @@ impl ProjectMutation {
         input: CreateProjectInput,
     ) -> Result<Project> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         Ok(Project(
-            service::create(state, viewer, &input.name, input.description).await?,
+            service::create(&state.db, viewer, &input.name, input.description).await?,
         ))
     }
 
@@ -182,7 +182,7 @@ impl ProjectMutation {
         input: UpdateProjectInput,
     ) -> Result<Project> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         let id = parse_uuid("id", &id)?;
         let changes = ProjectChanges {
             name: input.name,
@@ -192,15 +192,17 @@ impl ProjectMutation {
                 MaybeUndefined::Value(d) => Some(Some(d)),
             },
         };
-        Ok(Project(service::update(state, viewer, id, changes).await?))
+        Ok(Project(
+            service::update(&state.events, viewer, id, changes).await?,
+        ))
     }
 
     /// Deletes a project and everything in it (OWNER).
     async fn delete_project(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         let id = parse_uuid("id", &id)?;
-        Ok(service::delete(state, viewer, id).await?)
+        Ok(service::delete(&state.events, viewer, id).await?)
     }
 
     /// Adds a user to a project, or changes the role of a member (OWNER). Works for user ids
@@ -213,20 +215,28 @@ impl ProjectMutation {
         role: Role,
     ) -> Result<Member> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
         let user_id = parse_user_id("userId", &user_id)?;
         Ok(Member(
-            service::add_member(state, viewer, project_id, user_id, role).await?,
+            service::add_member(
+                &state.events,
+                &state.users,
+                viewer,
+                project_id,
+                user_id,
+                role,
+            )
+            .await?,
         ))
     }
 
     /// Removes a member (OWNER; members may remove themselves). The last OWNER cannot go.
     async fn remove_member(&self, ctx: &Context<'_>, project_id: ID, user_id: ID) -> Result<bool> {
         let viewer = auth::viewer(ctx)?;
-        let state = app_state(ctx)?;
+        let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
         let user_id = parse_user_id("userId", &user_id)?;
-        Ok(service::remove_member(state, viewer, project_id, user_id).await?)
+        Ok(service::remove_member(&state.events, viewer, project_id, user_id).await?)
     }
 }

@@ -3,20 +3,19 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::access;
-use crate::auth::Viewer;
+use crate::auth::{UserDirectory, Viewer};
 use crate::entities::events::EventKind;
 use crate::entities::project_members::{self, Role};
 use crate::entities::projects;
 use crate::error::AppError;
-use crate::events::log::{self, NewEvent};
-use crate::state::AppState;
+use crate::events::log::{EventLog, NewEvent};
 use crate::validate;
 
 /// A project as one viewer sees it.
@@ -34,10 +33,10 @@ pub struct ProjectChanges {
 }
 
 /// The viewer's live projects, oldest first.
-pub async fn list(state: &AppState, viewer: &Viewer) -> Result<Vec<ProjectView>, AppError> {
+pub async fn list(db: &DatabaseConnection, viewer: &Viewer) -> Result<Vec<ProjectView>, AppError> {
     let memberships = project_members::Entity::find()
         .filter(project_members::Column::UserId.eq(&viewer.user_id))
-        .all(&state.db)
+        .all(db)
         .await?;
     let roles: std::collections::HashMap<Uuid, Role> = memberships
         .into_iter()
@@ -48,7 +47,7 @@ pub async fn list(state: &AppState, viewer: &Viewer) -> Result<Vec<ProjectView>,
         .filter(projects::Column::DeletedAt.is_null())
         .order_by_asc(projects::Column::CreatedAt)
         .order_by_asc(projects::Column::Id)
-        .all(&state.db)
+        .all(db)
         .await?;
     Ok(projects
         .into_iter()
@@ -60,14 +59,18 @@ pub async fn list(state: &AppState, viewer: &Viewer) -> Result<Vec<ProjectView>,
 }
 
 /// One project the viewer is a member of.
-pub async fn get(state: &AppState, viewer: &Viewer, id: Uuid) -> Result<ProjectView, AppError> {
-    let (project, role) = access::require(&state.db, id, &viewer.user_id, Role::Viewer).await?;
+pub async fn get(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    id: Uuid,
+) -> Result<ProjectView, AppError> {
+    let (project, role) = access::require(db, id, &viewer.user_id, Role::Viewer).await?;
     Ok(ProjectView { project, role })
 }
 
 /// Creates a project owned by the viewer. Writes no event: nobody else can see it yet.
 pub async fn create(
-    state: &AppState,
+    db: &DatabaseConnection,
     viewer: &Viewer,
     name: &str,
     description: Option<String>,
@@ -77,7 +80,7 @@ pub async fn create(
         .map(|d| validate::description("input.description", d))
         .transpose()?;
     let now = Utc::now();
-    let txn = state.db.begin().await?;
+    let txn = db.begin().await?;
     let project = projects::ActiveModel {
         id: Set(Uuid::new_v4()),
         name: Set(name),
@@ -107,7 +110,7 @@ pub async fn create(
 
 /// Renames or re-describes a project (OWNER). A change to nothing writes nothing.
 pub async fn update(
-    state: &AppState,
+    log: &EventLog,
     viewer: &Viewer,
     id: Uuid,
     changes: ProjectChanges,
@@ -124,8 +127,9 @@ pub async fn update(
         })
         .transpose()?;
 
-    let txn = state.db.begin().await?;
-    let lock = log::lock_project(&txn, id)
+    let txn = log.begin().await?;
+    let lock = txn
+        .lock_project(id)
         .await?
         .ok_or(AppError::NotFound("project"))?;
     let role = member_role(&txn, id, viewer).await?;
@@ -153,17 +157,17 @@ pub async fn update(
     let project = row.update(&txn).await?;
     let mut event = NewEvent::new(EventKind::ProjectUpdated, &viewer.user_id);
     event.changes = Some(diff);
-    let committed = log::append(&txn, lock, event).await?;
+    txn.append(lock, event).await?;
     txn.commit().await?;
-    state.realtime.committed(committed);
     Ok(ProjectView { project, role })
 }
 
 /// Deletes a project (OWNER). Its row and log stay for the realtime layer; to everyone it
 /// is gone.
-pub async fn delete(state: &AppState, viewer: &Viewer, id: Uuid) -> Result<bool, AppError> {
-    let txn = state.db.begin().await?;
-    let lock = log::lock_project(&txn, id)
+pub async fn delete(log: &EventLog, viewer: &Viewer, id: Uuid) -> Result<bool, AppError> {
+    let txn = log.begin().await?;
+    let lock = txn
+        .lock_project(id)
         .await?
         .ok_or(AppError::NotFound("project"))?;
     access::ensure_role(member_role(&txn, id, viewer).await?, Role::Owner)?;
@@ -172,28 +176,28 @@ pub async fn delete(state: &AppState, viewer: &Viewer, id: Uuid) -> Result<bool,
     row.deleted_at = Set(Some(now));
     row.updated_at = Set(now);
     row.update(&txn).await?;
-    let committed = log::append(
-        &txn,
+    txn.append(
         lock,
         NewEvent::new(EventKind::ProjectDeleted, &viewer.user_id),
     )
     .await?;
     txn.commit().await?;
-    state.realtime.committed(committed);
     Ok(true)
 }
 
 /// Adds a member, or changes an existing member's role (OWNER). A user id never seen
 /// before gets a placeholder user row.
 pub async fn add_member(
-    state: &AppState,
+    log: &EventLog,
+    users: &UserDirectory,
     viewer: &Viewer,
     project_id: Uuid,
     user_id: String,
     role: Role,
 ) -> Result<project_members::Model, AppError> {
-    let txn = state.db.begin().await?;
-    let lock = log::lock_project(&txn, project_id)
+    let txn = log.begin().await?;
+    let lock = txn
+        .lock_project(project_id)
         .await?
         .ok_or(AppError::NotFound("project"))?;
     access::ensure_role(member_role(&txn, project_id, viewer).await?, Role::Owner)?;
@@ -215,7 +219,7 @@ pub async fn add_member(
             (row.update(&txn).await?, EventKind::MemberRoleChanged)
         }
         None => {
-            state.users.ensure_placeholder(&txn, &user_id).await?;
+            users.ensure_placeholder(&txn, &user_id).await?;
             let member = project_members::ActiveModel {
                 project_id: Set(project_id),
                 user_id: Set(user_id.clone()),
@@ -230,21 +234,21 @@ pub async fn add_member(
     let mut event = NewEvent::new(kind, &viewer.user_id);
     event.subject_user_id = Some(user_id.clone());
     event.changes = Some(member_changes(&user_id, Some(role)));
-    let committed = log::append(&txn, lock, event).await?;
+    txn.append(lock, event).await?;
     txn.commit().await?;
-    state.realtime.committed(committed);
     Ok(member)
 }
 
 /// Removes a member (OWNER; any member may remove itself). The last OWNER stays.
 pub async fn remove_member(
-    state: &AppState,
+    log: &EventLog,
     viewer: &Viewer,
     project_id: Uuid,
     user_id: String,
 ) -> Result<bool, AppError> {
-    let txn = state.db.begin().await?;
-    let lock = log::lock_project(&txn, project_id)
+    let txn = log.begin().await?;
+    let lock = txn
+        .lock_project(project_id)
         .await?
         .ok_or(AppError::NotFound("project"))?;
     let viewer_role = member_role(&txn, project_id, viewer).await?;
@@ -264,9 +268,8 @@ pub async fn remove_member(
     let mut event = NewEvent::new(EventKind::MemberRemoved, &viewer.user_id);
     event.subject_user_id = Some(user_id.clone());
     event.changes = Some(member_changes(&user_id, None));
-    let committed = log::append(&txn, lock, event).await?;
+    txn.append(lock, event).await?;
     txn.commit().await?;
-    state.realtime.committed(committed);
     Ok(true)
 }
 

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::conflicts::ConflictNotice;
-use crate::entities::projects;
+use super::bus::ChannelHandler;
+use super::sequenced::{Joined, Sequenced};
+use crate::entities::{events, projects};
 use crate::events::{CommittedEvent, log};
 use crate::metrics::Metrics;
 
@@ -33,12 +34,8 @@ enum Command {
 
 struct Room {
     commands: mpsc::UnboundedSender<Command>,
-    events: broadcast::Sender<Arc<CommittedEvent>>,
-    /// The last seq delivered; `None` until the room has read its starting point.
-    last_seq: watch::Receiver<Option<i64>>,
-    /// Guards subscribe-and-read-last-seq against delivery, so a joiner's receiver gets
-    /// exactly the events after the seq it was told.
-    delivery: Arc<Mutex<()>>,
+    /// The events delivered, in seq order; ready once the room has read its starting point.
+    events: Arc<Sequenced<Arc<CommittedEvent>>>,
     idle_checks: u32,
 }
 
@@ -46,19 +43,12 @@ struct Room {
 pub struct Hub {
     db: DatabaseConnection,
     metrics: Arc<Metrics>,
-    /// This instance's id, to tell its own notices from others' on a shared bus.
-    instance: Uuid,
-    /// Conflict notices for this instance's `conflicts` subscriptions (rare: one channel).
-    conflicts: broadcast::Sender<Arc<ConflictNotice>>,
     rooms: Mutex<HashMap<Uuid, Room>>,
     shutdown: CancellationToken,
 }
 
-/// A subscriber's place in a room: live events after `last_seq` arrive on `events`.
-pub struct Membership {
-    pub events: broadcast::Receiver<Arc<CommittedEvent>>,
-    pub last_seq: i64,
-}
+/// A subscriber's place in a room: live events after `last_seq` arrive on `receiver`.
+pub type Membership = Joined<Arc<CommittedEvent>>;
 
 impl Hub {
     /// A hub reading the log from `db`; its tasks stop when `shutdown` is cancelled.
@@ -70,11 +60,14 @@ impl Hub {
         Arc::new(Self {
             db,
             metrics,
-            instance: Uuid::new_v4(),
-            conflicts: broadcast::channel(256).0,
             rooms: Mutex::new(HashMap::new()),
             shutdown,
         })
+    }
+
+    /// The database the log is read from.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Room>> {
@@ -88,21 +81,6 @@ impl Hub {
         }
     }
 
-    /// This instance's id.
-    pub fn instance(&self) -> Uuid {
-        self.instance
-    }
-
-    /// Hands a conflict notice to this instance's `conflicts` subscriptions.
-    pub fn deliver_conflict(&self, notice: Arc<ConflictNotice>) {
-        let _ = self.conflicts.send(notice);
-    }
-
-    /// Conflict notices from now on.
-    pub fn conflict_notices(&self) -> broadcast::Receiver<Arc<ConflictNotice>> {
-        self.conflicts.subscribe()
-    }
-
     /// Asks every room to fetch what it may have missed (after a bus reconnect).
     pub fn repair_all(&self) {
         for room in self.rooms().values() {
@@ -113,51 +91,36 @@ impl Hub {
     /// Joins a project's room, creating it when needed.
     pub async fn join(&self, project_id: Uuid) -> Membership {
         loop {
-            let (mut ready, events, delivery) = {
+            let events = {
                 let mut rooms = self.rooms();
                 let room = rooms
                     .entry(project_id)
                     .or_insert_with(|| self.open_room(project_id));
                 room.idle_checks = 0;
-                (
-                    room.last_seq.clone(),
-                    room.events.clone(),
-                    room.delivery.clone(),
-                )
+                room.events.clone()
             };
-            if ready.wait_for(Option::is_some).await.is_err() {
+            match events.join().await {
+                Some(membership) => return membership,
                 // The room closed while we waited: open a fresh one.
-                continue;
+                None => continue,
             }
-            let _guard = delivery.lock().unwrap_or_else(|e| e.into_inner());
-            let last_seq = (*ready.borrow()).unwrap_or_default();
-            return Membership {
-                events: events.subscribe(),
-                last_seq,
-            };
         }
     }
 
     fn open_room(&self, project_id: Uuid) -> Room {
         let (commands, inbox) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(ROOM_BUFFER);
-        let (last_tx, last_seq) = watch::channel(None);
-        let delivery = Arc::new(Mutex::new(()));
+        let events = Sequenced::new(ROOM_BUFFER);
         let task = RoomTask {
             project_id,
             db: self.db.clone(),
             metrics: self.metrics.clone(),
             events: events.clone(),
-            last_seq: last_tx,
-            delivery: delivery.clone(),
             pending: BTreeMap::new(),
         };
         tokio::spawn(task.run(inbox, self.shutdown.clone()));
         Room {
             commands,
             events,
-            last_seq,
-            delivery,
             idle_checks: 0,
         }
     }
@@ -192,7 +155,7 @@ impl Hub {
                     let rooms = self.rooms();
                     for (id, db_last) in counters {
                         if let Some(room) = rooms.get(&id) {
-                            let behind = (*room.last_seq.borrow()).is_some_and(|l| l < db_last);
+                            let behind = room.events.last().is_some_and(|l| l < db_last);
                             if behind {
                                 let _ = room.commands.send(Command::Repair(Some(db_last)));
                             }
@@ -226,15 +189,20 @@ struct RoomTask {
     project_id: Uuid,
     db: DatabaseConnection,
     metrics: Arc<Metrics>,
-    events: broadcast::Sender<Arc<CommittedEvent>>,
-    last_seq: watch::Sender<Option<i64>>,
-    delivery: Arc<Mutex<()>>,
+    events: Arc<Sequenced<Arc<CommittedEvent>>>,
     /// Events that arrived ahead of a gap, waiting for it to be filled.
     pending: BTreeMap<i64, Arc<CommittedEvent>>,
 }
 
 impl RoomTask {
-    async fn run(
+    async fn run(self, inbox: mpsc::UnboundedReceiver<Command>, shutdown: CancellationToken) {
+        let events = self.events.clone();
+        self.serve(inbox, shutdown).await;
+        // Joiners still waiting for this room's start open a fresh one.
+        events.close();
+    }
+
+    async fn serve(
         mut self,
         mut inbox: mpsc::UnboundedReceiver<Command>,
         shutdown: CancellationToken,
@@ -253,7 +221,7 @@ impl RoomTask {
                 }
             }
         };
-        self.last_seq.send_replace(Some(start));
+        self.events.start(start);
         loop {
             let command = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -278,7 +246,7 @@ impl RoomTask {
     }
 
     fn last(&self) -> i64 {
-        (*self.last_seq.borrow()).unwrap_or_default()
+        self.events.last().unwrap_or_default()
     }
 
     /// Emits pending events for as long as they continue the sequence.
@@ -295,15 +263,13 @@ impl RoomTask {
     }
 
     fn emit(&self, event: Arc<CommittedEvent>) {
-        let _guard = self.delivery.lock().unwrap_or_else(|e| e.into_inner());
         let seq = event.seq();
         let age = (chrono::Utc::now() - event.row.created_at)
             .to_std()
             .unwrap_or_default();
         self.metrics.commit_to_delivery.observe(age.as_secs_f64());
-        let receivers = self.events.send(event).unwrap_or_default();
+        let receivers = self.events.send(seq, event);
         self.metrics.events_delivered.inc_by(receivers as u64);
-        self.last_seq.send_replace(Some(seq));
     }
 
     /// Fetches from the log what comes after the last delivered seq: up to the first
@@ -352,5 +318,19 @@ impl RoomTask {
             .one(&self.db)
             .await?;
         Ok(seq.unwrap_or_default())
+    }
+}
+
+/// Events other instances committed arrive here from the bus.
+impl ChannelHandler for Hub {
+    fn receive(&self, payload: &[u8]) {
+        match serde_json::from_slice::<events::Model>(payload) {
+            Ok(row) => self.deliver(CommittedEvent::decode(row)),
+            Err(err) => tracing::warn!(error = %err, "undecodable event on the bus"),
+        }
+    }
+
+    fn reconnected(&self) {
+        self.repair_all();
     }
 }

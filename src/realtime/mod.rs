@@ -1,59 +1,59 @@
-//! Real-time delivery: the bus that carries committed events between instances, the rooms
-//! that put them in order per project (repairing gaps from the log), the subscriber streams,
-//! and TaskNest's own graphql-ws protocol layer.
+//! Real-time delivery: carrying committed events to subscribers. The bus between instances
+//! (opaque channel messages; each channel's owner registers its handler), the rooms that put
+//! a project's events in order (repairing gaps from the log), the sequenced broadcast
+//! subscribers join without a gap, and the subscriber streams. No wire protocol lives here:
+//! transports (`crate::http`) consume these streams.
 //!
 //! The database log is the source of truth; the bus is only a fast path. A room delivers
 //! seq N+1 only after N, fetching from the log whatever the bus lost.
 
 pub mod bus;
-pub mod conflicts;
-pub mod connections;
-pub mod graphql;
 pub mod hub;
-pub mod multiplex;
-mod operation;
 pub mod redis_bus;
+pub mod sequenced;
 pub mod stream;
-pub mod ws;
 
 use std::sync::Arc;
 
 use crate::entities::events;
 use crate::events::CommittedEvent;
+use crate::events::log::Announce;
 use crate::metrics::Metrics;
-use crate::tasks::service::Conflict;
 
-use conflicts::ConflictNotice;
-
-pub use bus::{Bus, BusStatus, InProcessBus};
+pub use bus::{Bus, BusStatus, ChannelHandler, Channels, LocalBus};
 pub use hub::Hub;
+
+/// The bus channel of committed events.
+pub const EVENTS: &str = "tasknest:events";
 
 /// The realtime side of the application state.
 #[derive(Clone)]
 pub struct Realtime {
     /// Per-project rooms of this instance.
     pub hub: Arc<Hub>,
-    /// How committed events reach every instance.
+    /// How messages reach the other instances.
     pub bus: Arc<dyn Bus>,
     /// Where events published are counted.
     pub metrics: Arc<Metrics>,
 }
 
-impl Realtime {
-    /// Announces an event after its transaction committed. Never waits on the network: a
-    /// mutation's answer does not depend on the bus.
-    pub fn committed(&self, row: events::Model) {
+/// Committed events go to this instance's rooms straight from memory (its subscribers do
+/// not depend on the bus at all), then to the other instances. Never waits on the network:
+/// a mutation's answer does not depend on the bus.
+impl Announce for Realtime {
+    fn committed(&self, row: events::Model) {
         self.metrics.events_published.inc();
-        self.bus.publish(CommittedEvent::decode(row));
-    }
-
-    /// Tells `user_id`'s `conflicts` subscriptions in `project_id` that its write lost.
-    pub fn conflict(&self, project_id: uuid::Uuid, user_id: &str, conflict: &Conflict) {
-        self.bus.publish_conflict(Arc::new(ConflictNotice {
-            origin: self.hub.instance(),
-            project_id,
-            user_id: user_id.to_owned(),
-            conflict: conflict.clone(),
-        }));
+        let event = CommittedEvent::decode(row);
+        self.hub.deliver(event.clone());
+        self.bus.publish(
+            EVENTS,
+            Box::new(move || match serde_json::to_vec(&event.row) {
+                Ok(bytes) => Some(bytes),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot encode an event for the bus");
+                    None
+                }
+            }),
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! The Redis pub/sub bus: one publisher and one subscriber connection per instance, one
-//! channel for all projects. Redis only carries events; when its link blips, rooms repair
-//! from the log, and the hub's periodic check catches events whose publish was lost.
+//! The Redis pub/sub bus: one publisher and one subscriber connection per instance. Each
+//! message is this instance's id followed by the owner's bytes, so that an instance skips its
+//! own messages (it delivered them locally already). Redis only carries messages; when its
+//! link blips, the owners repair (events from the log; presence rewrites its registry).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -10,106 +11,46 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use super::Hub;
-use super::bus::{Bus, BusStatus};
-use super::conflicts::ConflictNotice;
-use crate::entities::events;
-use crate::events::CommittedEvent;
-use crate::presence::redis_store::CHANNEL as PRESENCE;
-use crate::presence::{Presence, PresenceEvent};
-
-/// The channel every instance publishes events to and subscribes on.
-pub const CHANNEL: &str = "tasknest:events";
-/// The channel of conflict notices.
-pub const CONFLICTS: &str = "tasknest:conflicts";
+use super::bus::{Bus, BusStatus, Channels, Encode};
 
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-/// Events between instances through Redis.
+/// Messages between instances through Redis.
 pub struct RedisBus {
-    hub: Arc<Hub>,
+    url: String,
+    instance: Uuid,
     publisher: ConnectionManager,
     status: Arc<AtomicU8>,
 }
 
 impl RedisBus {
-    /// Connects lazily (a Redis that is down at start only makes the bus `down`) and starts
-    /// the subscriber task.
-    pub fn start(
-        url: &str,
-        hub: Arc<Hub>,
-        presence: Arc<Presence>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
-        let publisher = lazy_connection(url)?;
-        // RESP3 delivers pub/sub messages as pushes on a normal connection, which the
-        // manager reconnects and resubscribes by itself.
-        let sub_url = if url.contains('?') {
-            format!("{url}&protocol=resp3")
-        } else {
-            format!("{url}?protocol=resp3")
-        };
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let subscriber = ConnectionManager::new_lazy_with_config(
-            redis::Client::open(sub_url)?,
-            timeouts()
-                .set_push_sender(push_tx)
-                .set_automatic_resubscription(),
-        )?;
-        let router = Router {
-            hub: hub.clone(),
-            presence,
-        };
-        let status = Arc::new(AtomicU8::new(DOWN));
-        tokio::spawn(subscribe_loop(
-            subscriber,
-            push_rx,
-            router,
-            status.clone(),
-            shutdown,
-        ));
+    /// Connects lazily: a Redis that is down at start only makes the bus `down`.
+    pub fn new(url: &str, instance: Uuid) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
-            hub,
-            publisher,
-            status,
+            url: url.to_owned(),
+            instance,
+            publisher: lazy_connection(url)?,
+            status: Arc::new(AtomicU8::new(DOWN)),
         }))
     }
 }
 
 impl Bus for RedisBus {
-    fn publish(&self, event: Arc<CommittedEvent>) {
-        // Local rooms first, straight from memory: this instance's subscribers do not
-        // depend on Redis at all.
-        self.hub.deliver(event.clone());
+    fn publish(&self, channel: &'static str, encode: Encode) {
         let mut conn = self.publisher.clone();
         let status = self.status.clone();
+        let origin = self.instance;
         tokio::spawn(async move {
-            let payload = match serde_json::to_vec(&event.row) {
-                Ok(payload) => payload,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot encode event for Redis");
-                    return;
-                }
-            };
-            if let Err(err) = conn.publish::<_, _, ()>(CHANNEL, payload).await {
-                // Other instances find this event through their periodic log check.
-                tracing::warn!(error = %err, seq = event.seq(), "Redis publish failed");
+            let Some(body) = encode() else { return };
+            let mut payload = Vec::with_capacity(16 + body.len());
+            payload.extend_from_slice(origin.as_bytes());
+            payload.extend_from_slice(&body);
+            if let Err(err) = conn.publish::<_, _, ()>(channel, payload).await {
+                tracing::warn!(error = %err, channel, "Redis publish failed");
                 status.store(DOWN, Ordering::Relaxed);
-            }
-        });
-    }
-
-    fn publish_conflict(&self, notice: Arc<ConflictNotice>) {
-        self.hub.deliver_conflict(notice.clone());
-        let mut conn = self.publisher.clone();
-        tokio::spawn(async move {
-            let Ok(payload) = serde_json::to_vec(&*notice) else {
-                return;
-            };
-            if let Err(err) = conn.publish::<_, _, ()>(CONFLICTS, payload).await {
-                tracing::warn!(error = %err, "Redis publish of a conflict failed");
             }
         });
     }
@@ -118,6 +59,35 @@ impl Bus for RedisBus {
         match self.status.load(Ordering::Relaxed) {
             UP => BusStatus::Up,
             _ => BusStatus::Down,
+        }
+    }
+
+    fn listen(self: Arc<Self>, channels: Channels, shutdown: CancellationToken) {
+        // RESP3 delivers pub/sub messages as pushes on a normal connection, which the
+        // manager reconnects and resubscribes by itself.
+        let url = &self.url;
+        let sub_url = if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        };
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let subscriber = redis::Client::open(sub_url).and_then(|client| {
+            ConnectionManager::new_lazy_with_config(
+                client,
+                timeouts()
+                    .set_push_sender(push_tx)
+                    .set_automatic_resubscription(),
+            )
+        });
+        match subscriber {
+            Ok(subscriber) => {
+                tokio::spawn(subscribe_loop(
+                    self, subscriber, push_rx, channels, shutdown,
+                ));
+            }
+            // The URL was checked at start; this is not expected.
+            Err(err) => tracing::error!(error = %err, "cannot open the Redis subscriber"),
         }
     }
 }
@@ -140,53 +110,23 @@ pub fn lazy_connection(url: &str) -> anyhow::Result<ConnectionManager> {
     )?)
 }
 
-/// Where received messages go, by channel.
-struct Router {
-    hub: Arc<Hub>,
-    presence: Arc<Presence>,
-}
-
-impl Router {
-    /// Delivers one pub/sub message (`[channel, payload]`) to this instance. Notices and
-    /// presence events this instance published were delivered locally already.
-    fn route(&self, data: &[Value]) {
-        let channel = match data.first() {
-            Some(Value::BulkString(channel)) => channel.as_slice(),
-            _ => return,
-        };
-        if channel == CONFLICTS.as_bytes() {
-            if let Some(notice) =
-                decode_json::<ConflictNotice>(data).filter(|n| n.origin != self.hub.instance())
-            {
-                self.hub.deliver_conflict(Arc::new(notice));
-            }
-        } else if channel == PRESENCE.as_bytes() {
-            if let Some(event) =
-                decode_json::<PresenceEvent>(data).filter(|e| e.origin != self.presence.instance())
-            {
-                self.presence.deliver(Arc::new(event));
-            }
-        } else if let Some(event) = decode(data) {
-            self.hub.deliver(event);
-        }
-    }
-}
-
-/// Keeps the subscription alive and feeds received events to the hub. After every
-/// (re)connection the rooms repair from the log, since messages sent meanwhile are lost.
+/// Keeps the subscription alive and hands received messages to their channel's owner.
+/// After every (re)connection the owners repair, since messages sent meanwhile are lost.
 async fn subscribe_loop(
+    bus: Arc<RedisBus>,
     mut conn: ConnectionManager,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    router: Router,
-    status: Arc<AtomicU8>,
+    channels: Channels,
     shutdown: CancellationToken,
 ) {
+    let names = channels.names();
+    let status = &bus.status;
     loop {
         // (Re)subscribe until Redis answers.
         loop {
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = conn.subscribe(&[CHANNEL, CONFLICTS, PRESENCE]) => result,
+                result = conn.subscribe(&names) => result,
             };
             match attempt {
                 Ok(()) => break,
@@ -204,7 +144,7 @@ async fn subscribe_loop(
         if status.swap(UP, Ordering::Relaxed) != UP {
             tracing::info!("Redis bus connected");
         }
-        router.hub.repair_all();
+        channels.reconnected();
         // Deliver until the link drops.
         loop {
             let push = tokio::select! {
@@ -215,7 +155,7 @@ async fn subscribe_loop(
                 },
             };
             match push.kind {
-                PushKind::Message => router.route(&push.data),
+                PushKind::Message => route(&channels, bus.instance, &push.data),
                 PushKind::Disconnection => {
                     status.store(DOWN, Ordering::Relaxed);
                     tracing::warn!("Redis bus disconnected; reconnecting");
@@ -227,25 +167,22 @@ async fn subscribe_loop(
     }
 }
 
-/// `[channel, payload]` of a JSON message.
-fn decode_json<T: serde::de::DeserializeOwned>(data: &[Value]) -> Option<T> {
-    match data.get(1)? {
-        Value::BulkString(bytes) => serde_json::from_slice(bytes).ok(),
-        _ => None,
-    }
-}
-
-/// `[channel, payload]` of a pub/sub message into a decoded event.
-fn decode(data: &[Value]) -> Option<Arc<CommittedEvent>> {
-    let payload = match data.get(1)? {
-        Value::BulkString(bytes) => bytes,
-        _ => return None,
+/// Hands one pub/sub message (`[channel, origin ++ payload]`) to its owner, unless this
+/// instance sent it.
+fn route(channels: &Channels, instance: Uuid, data: &[Value]) {
+    let (Some(Value::BulkString(channel)), Some(Value::BulkString(message))) =
+        (data.first(), data.get(1))
+    else {
+        return;
     };
-    match serde_json::from_slice::<events::Model>(payload) {
-        Ok(row) => Some(CommittedEvent::decode(row)),
-        Err(err) => {
-            tracing::warn!(error = %err, "undecodable event on the Redis bus");
-            None
-        }
+    let Some((origin, payload)) = message.split_first_chunk::<16>() else {
+        tracing::warn!("malformed message on the Redis bus");
+        return;
+    };
+    if *origin == *instance.as_bytes() {
+        return;
+    }
+    if let Some(handler) = channels.handler(channel) {
+        handler.receive(payload);
     }
 }

@@ -1,33 +1,53 @@
 //! One subscriber's event stream: replay from the log, then live from the room, strictly
 //! ascending with no gap and no duplicate, whatever the room or the subscriber's own pace.
+//! Also the request data through which a transport's shared execution feeds a stream.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::entities::events::EventKind;
 use crate::error::AppError;
 use crate::events::{CommittedEvent, log};
-use crate::state::AppState;
 
+use super::Hub;
 use super::hub::Membership;
+
+/// Who a stream is for, which decides when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscriber {
+    /// One user: the stream ends with `FORBIDDEN` when that user is removed.
+    User(String),
+    /// A shared execution: it is never removed itself; its members are checked one by one.
+    Group,
+}
+
+/// Request data that makes `projectEvents` read events from this feed instead of joining a
+/// room itself. Only a transport's shared execution puts it into a request.
+pub struct SharedFeed(pub Mutex<Option<mpsc::Receiver<Arc<CommittedEvent>>>>);
+
+/// Request data that makes `projectEvents` without `after` resume after this seq (a shared
+/// subscriber that fell behind continues on its own from where it was).
+pub struct ResumeAfter(pub i64);
 
 /// Largest page read from the log while replaying or catching up.
 const PAGE: u64 = 500;
 
-/// The events of `project_id` after `after` (or from now), as `user_id` may see them. Ends
-/// with `FORBIDDEN` when that user is removed from the project, and after PROJECT_DELETED.
+/// The events of `project_id` after `after` (or from now), as `subscriber` may see them.
+/// Ends with `FORBIDDEN` when that user is removed from the project, and after
+/// PROJECT_DELETED.
 pub fn project_events(
-    state: AppState,
-    user_id: String,
+    hub: Arc<Hub>,
+    subscriber: Subscriber,
     project_id: Uuid,
     after: Option<i64>,
 ) -> impl Stream<Item = Result<Arc<CommittedEvent>, AppError>> {
     async_stream::stream! {
-        let membership = state.realtime.hub.join(project_id).await;
-        let events = from_membership(state, user_id, project_id, after, membership);
+        let membership = hub.join(project_id).await;
+        let events = from_membership(hub, subscriber, project_id, after, membership);
         futures_util::pin_mut!(events);
         while let Some(item) = futures_util::StreamExt::next(&mut events).await {
             yield item;
@@ -38,20 +58,21 @@ pub fn project_events(
 /// Like [`project_events`], from a room membership the caller already holds (so that it
 /// knows the seq the live part starts after).
 pub fn from_membership(
-    state: AppState,
-    user_id: String,
+    hub: Arc<Hub>,
+    subscriber: Subscriber,
     project_id: Uuid,
     after: Option<i64>,
     membership: Membership,
 ) -> impl Stream<Item = Result<Arc<CommittedEvent>, AppError>> {
     async_stream::stream! {
-        let mut live = membership.events;
+        let db = hub.db();
+        let mut live = membership.receiver;
         let joined_at = membership.last_seq;
         let mut next = after.map_or(joined_at + 1, |a| a + 1);
 
         // The log up to the join point; the room's receiver holds everything after it.
         if let Some(after) = after.filter(|a| *a < joined_at) {
-            match expired(&state, project_id, after).await {
+            match expired(db, project_id, after).await {
                 Ok(false) => {}
                 Ok(true) => {
                     yield Err(AppError::CursorExpired(after));
@@ -64,7 +85,7 @@ pub fn from_membership(
             }
         }
         while next <= joined_at {
-            let rows = match log::range(&state.db, project_id, next - 1, PAGE).await {
+            let rows = match log::range(db, project_id, next - 1, PAGE).await {
                 Ok(rows) => rows,
                 Err(err) => {
                     yield Err(err.into());
@@ -96,7 +117,7 @@ pub fn from_membership(
             }
             // Anything between what we sent and this event comes from the log.
             while next < event.seq() {
-                let rows = match log::range(&state.db, project_id, next - 1, PAGE.min((event.seq() - next) as u64)).await {
+                let rows = match log::range(db, project_id, next - 1, PAGE.min((event.seq() - next) as u64)).await {
                     Ok(rows) => rows,
                     Err(err) => {
                         yield Err(err.into());
@@ -110,7 +131,7 @@ pub fn from_membership(
                 for row in rows {
                     next = row.seq + 1;
                     let event = CommittedEvent::decode(row);
-                    match verdict(&event, &user_id) {
+                    match verdict(&event, &subscriber) {
                         Verdict::Deliver => yield Ok(event),
                         Verdict::LastOne => { yield Ok(event); return; }
                         Verdict::Removed => { yield Err(removed()); return; }
@@ -118,7 +139,7 @@ pub fn from_membership(
                 }
             }
             next = event.seq() + 1;
-            match verdict(&event, &user_id) {
+            match verdict(&event, &subscriber) {
                 Verdict::Deliver => yield Ok(event),
                 Verdict::LastOne => { yield Ok(event); return; }
                 Verdict::Removed => { yield Err(removed()); return; }
@@ -136,11 +157,15 @@ pub enum Verdict {
     Removed,
 }
 
-/// Whether `user_id` gets `event`, gets it as the last one, or has lost access.
-pub fn verdict(event: &CommittedEvent, user_id: &str) -> Verdict {
-    match event.row.kind {
-        EventKind::MemberRemoved if event.subject_user() == Some(user_id) => Verdict::Removed,
-        EventKind::ProjectDeleted => Verdict::LastOne,
+/// Whether `subscriber` gets `event`, gets it as the last one, or has lost access.
+pub fn verdict(event: &CommittedEvent, subscriber: &Subscriber) -> Verdict {
+    match (event.row.kind, subscriber) {
+        (EventKind::MemberRemoved, Subscriber::User(user))
+            if event.subject_user() == Some(user.as_str()) =>
+        {
+            Verdict::Removed
+        }
+        (EventKind::ProjectDeleted, _) => Verdict::LastOne,
         _ => Verdict::Deliver,
     }
 }
@@ -151,7 +176,11 @@ pub fn removed() -> AppError {
 }
 
 /// Whether the log no longer holds the event right after `after` (pruned by retention).
-async fn expired(state: &AppState, project_id: Uuid, after: i64) -> Result<bool, AppError> {
-    let first = log::range(&state.db, project_id, after, 1).await?;
+async fn expired(
+    db: &sea_orm::DatabaseConnection,
+    project_id: Uuid,
+    after: i64,
+) -> Result<bool, AppError> {
+    let first = log::range(db, project_id, after, 1).await?;
     Ok(first.first().is_none_or(|e| e.seq != after + 1))
 }

@@ -17,8 +17,8 @@ use crate::auth;
 use crate::entities::tasks::{self, TaskStatus};
 use crate::error::AppError;
 use crate::events::UserSnapshot;
-use crate::graphql::app_state;
 use crate::ids::{parse_user_id, parse_uuid};
+use crate::state::AppState;
 use crate::users::{User, prefetch_users, resolve_user};
 
 /// A card on a project's board.
@@ -204,8 +204,8 @@ impl TaskConnection {
 
     /// How many tasks match, over all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
-        let state = app_state(ctx)?;
-        let count = service::count(state, self.0.project_id, self.0.status).await?;
+        let state = AppState::from_ctx(ctx)?;
+        let count = service::count(&state.db, self.0.project_id, self.0.status).await?;
         Ok(i64::try_from(count).unwrap_or(i64::MAX))
     }
 }
@@ -286,7 +286,9 @@ impl TaskQuery {
     async fn task(&self, ctx: &Context<'_>, id: ID) -> Result<Task> {
         let viewer = auth::viewer(ctx)?;
         let id = parse_uuid("id", &id)?;
-        Ok(Task::new(service::get(app_state(ctx)?, viewer, id).await?))
+        Ok(Task::new(
+            service::get(&AppState::from_ctx(ctx)?.db, viewer, id).await?,
+        ))
     }
 }
 
@@ -314,7 +316,7 @@ impl TaskMutation {
             client_mutation_id: input.client_mutation_id,
         };
         Ok(Task::new(
-            service::create(app_state(ctx)?, viewer, new).await?,
+            service::create(&AppState::from_ctx(ctx)?.events, viewer, new).await?,
         ))
     }
 
@@ -334,8 +336,10 @@ impl TaskMutation {
         let viewer = auth::viewer(ctx)?;
         let id = parse_uuid("id", &id)?;
         let patch = patch.validate()?;
+        let state = AppState::from_ctx(ctx)?;
         let outcome = service::update(
-            app_state(ctx)?,
+            &state.events,
+            &state.conflicts,
             viewer,
             id,
             patch,
@@ -365,8 +369,10 @@ impl TaskMutation {
     ) -> Result<TaskDeleteResult> {
         let viewer = auth::viewer(ctx)?;
         let id = parse_uuid("id", &id)?;
+        let state = AppState::from_ctx(ctx)?;
         let outcome = service::delete(
-            app_state(ctx)?,
+            &state.events,
+            &state.conflicts,
             viewer,
             id,
             base_version,

@@ -1,5 +1,6 @@
 //! Tasks: the cards on a board, their patches, and the three-way merge of stale edits.
 
+pub mod conflicts;
 pub mod cursor;
 pub mod graphql;
 pub mod input;
@@ -8,4 +9,5 @@ pub mod patch;
 #[cfg(test)]
 mod proptests;
 pub mod service;
+pub mod subscription;
 pub mod write;

@@ -7,11 +7,12 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use serde_json::Map;
 use uuid::Uuid;
 
+use super::conflicts::ConflictNotices;
 use super::merge;
 use super::service::{Conflict, ConflictReason, DeleteOutcome, NewTask, UpdateOutcome};
 use crate::auth::Viewer;
@@ -19,10 +20,9 @@ use crate::entities::events::EventKind;
 use crate::entities::project_members::Role;
 use crate::entities::tasks::{self, TaskStatus};
 use crate::error::AppError;
-use crate::events::log::{self, NewEvent, SeqLock};
+use crate::events::log::{self, EventLog, LogTxn, NewEvent, SeqLock};
 use crate::idempotency;
 use crate::projects::access;
-use crate::state::AppState;
 
 use super::patch::Patch;
 
@@ -62,7 +62,7 @@ enum Answer<T> {
 /// Creates a task (EDITOR). Defaults: status TODO, empty description, priority 0, placed
 /// after the project's last task.
 pub async fn create(
-    state: &AppState,
+    log: &EventLog,
     viewer: &Viewer,
     input: NewTask,
 ) -> Result<tasks::Model, AppError> {
@@ -77,7 +77,7 @@ pub async fn create(
     let client_mutation_id =
         crate::validate::client_mutation_id("input.clientMutationId", input.client_mutation_id)?;
 
-    let txn = state.db.begin().await?;
+    let txn = log.begin().await?;
     let lock = lock_for_write(&txn, input.project_id, viewer, "project").await?;
     let operation = format!("createTask:{}", input.project_id);
     if let Some(first) = replayed(&txn, viewer, client_mutation_id.as_deref(), &operation).await? {
@@ -115,9 +115,8 @@ pub async fn create(
     }
     let mut event = NewEvent::new(EventKind::TaskCreated, &viewer.user_id).with_task(&task);
     event.client_mutation_id = client_mutation_id;
-    let committed = log::append(&txn, lock, event).await?;
+    txn.append(lock, event).await?;
     txn.commit().await?;
-    state.realtime.committed(committed);
     Ok(task)
 }
 
@@ -125,7 +124,8 @@ pub async fn create(
 /// the patch is merged when the fields it changes did not change since. A conflict is also
 /// pushed to the writer's `conflicts` subscriptions.
 pub async fn update(
-    state: &AppState,
+    log: &EventLog,
+    conflicts: &ConflictNotices,
     viewer: &Viewer,
     id: Uuid,
     patch: Patch,
@@ -136,7 +136,7 @@ pub async fn update(
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
     let operation = format!("updateTask:{id}");
     let answer = apply_update(
-        state,
+        log,
         viewer,
         id,
         patch,
@@ -146,7 +146,8 @@ pub async fn update(
     )
     .await?;
     settle(
-        state,
+        log,
+        conflicts,
         viewer,
         client_mutation_id.as_deref(),
         &operation,
@@ -156,7 +157,7 @@ pub async fn update(
 }
 
 async fn apply_update(
-    state: &AppState,
+    log: &EventLog,
     viewer: &Viewer,
     id: Uuid,
     patch: Patch,
@@ -169,7 +170,7 @@ async fn apply_update(
         lock,
         current,
         project_id,
-    } = begin_task_write(state, viewer, id).await?;
+    } = begin_task_write(log, viewer, id).await?;
     if let Some(first) = replayed(&txn, viewer, client_mutation_id.as_deref(), operation).await? {
         return Ok(Answer::Replayed(first));
     }
@@ -225,16 +226,16 @@ async fn apply_update(
     let mut event = NewEvent::new(EventKind::TaskUpdated, &viewer.user_id).with_task(&task);
     event.changes = Some(changes);
     event.client_mutation_id = client_mutation_id;
-    let committed = log::append(&txn, lock, event).await?;
+    txn.append(lock, event).await?;
     txn.commit().await?;
-    state.realtime.committed(committed);
     Ok(Answer::Committed(outcome))
 }
 
 /// Deletes a task (EDITOR), leaving a tombstone. A stale `base_version` is a conflict:
 /// someone changed the task after the deleter last saw it.
 pub async fn delete(
-    state: &AppState,
+    log: &EventLog,
+    conflicts: &ConflictNotices,
     viewer: &Viewer,
     id: Uuid,
     base_version: Option<i32>,
@@ -244,7 +245,7 @@ pub async fn delete(
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
     let operation = format!("deleteTask:{id}");
     let answer = apply_delete(
-        state,
+        log,
         viewer,
         id,
         base_version,
@@ -253,7 +254,8 @@ pub async fn delete(
     )
     .await?;
     settle(
-        state,
+        log,
+        conflicts,
         viewer,
         client_mutation_id.as_deref(),
         &operation,
@@ -263,7 +265,7 @@ pub async fn delete(
 }
 
 async fn apply_delete(
-    state: &AppState,
+    log: &EventLog,
     viewer: &Viewer,
     id: Uuid,
     base_version: Option<i32>,
@@ -275,7 +277,7 @@ async fn apply_delete(
         lock,
         current,
         project_id,
-    } = begin_task_write(state, viewer, id).await?;
+    } = begin_task_write(log, viewer, id).await?;
     if let Some(first) = replayed(&txn, viewer, client_mutation_id.as_deref(), operation).await? {
         return Ok(Answer::Replayed(first));
     }
@@ -324,9 +326,8 @@ async fn apply_delete(
         idempotency::record(&txn, &viewer.user_id, cmid, operation, &outcome).await?;
     }
     event.client_mutation_id = client_mutation_id;
-    let committed = log::append(&txn, lock, event).await?;
+    txn.append(lock, event).await?;
     txn.commit().await?;
-    state.realtime.committed(committed);
     Ok(Answer::Committed(outcome))
 }
 
@@ -347,7 +348,8 @@ async fn replayed<T: serde::de::DeserializeOwned>(
 /// back, since committing it would spend a seq without an event).
 /// Also pushes a conflict to the writer's `conflicts` subscriptions (not again on a retry).
 async fn settle<T: serde::Serialize + Outcome>(
-    state: &AppState,
+    log: &EventLog,
+    conflicts: &ConflictNotices,
     viewer: &Viewer,
     client_mutation_id: Option<&str>,
     operation: &str,
@@ -357,12 +359,10 @@ async fn settle<T: serde::Serialize + Outcome>(
         Answer::Replayed(outcome) | Answer::Committed(outcome) => Ok(outcome),
         Answer::Unchanged(outcome) => {
             if let Some(conflict) = outcome.conflict() {
-                state
-                    .realtime
-                    .conflict(conflict.project_id, &viewer.user_id, conflict);
+                conflicts.publish(conflict.project_id, &viewer.user_id, conflict);
             }
             if let Some(cmid) = client_mutation_id {
-                idempotency::record(&state.db, &viewer.user_id, cmid, operation, &outcome).await?;
+                idempotency::record(log.db(), &viewer.user_id, cmid, operation, &outcome).await?;
             }
             Ok(outcome)
         }
@@ -372,7 +372,7 @@ async fn settle<T: serde::Serialize + Outcome>(
 /// A write to an existing task in progress: the transaction, the project's log lock, and
 /// the task (possibly a tombstone) as it is under that lock.
 struct TaskWrite {
-    txn: DatabaseTransaction,
+    txn: LogTxn,
     lock: SeqLock,
     current: tasks::Model,
     project_id: Uuid,
@@ -380,12 +380,12 @@ struct TaskWrite {
 
 /// Locks the task's project for writing (EDITOR) and reads the task under the lock.
 async fn begin_task_write(
-    state: &AppState,
+    log: &EventLog,
     viewer: &Viewer,
     id: Uuid,
 ) -> Result<TaskWrite, AppError> {
-    let project_id = project_of(state, id).await?;
-    let txn = state.db.begin().await?;
+    let project_id = project_of(log.db(), id).await?;
+    let txn = log.begin().await?;
     let lock = lock_for_write(&txn, project_id, viewer, "task").await?;
     let current = task_in(&txn, id).await?;
     Ok(TaskWrite {
@@ -397,12 +397,12 @@ async fn begin_task_write(
 }
 
 /// The project of a task (live or tombstone), or `NOT_FOUND` for an id that never existed.
-async fn project_of(state: &AppState, task_id: Uuid) -> Result<Uuid, AppError> {
+async fn project_of(db: &sea_orm::DatabaseConnection, task_id: Uuid) -> Result<Uuid, AppError> {
     tasks::Entity::find_by_id(task_id)
         .select_only()
         .column(tasks::Column::ProjectId)
         .into_tuple::<Uuid>()
-        .one(&state.db)
+        .one(db)
         .await?
         .ok_or(AppError::NotFound("task"))
 }
@@ -417,12 +417,13 @@ async fn task_in(txn: &DatabaseTransaction, id: Uuid) -> Result<tasks::Model, Ap
 /// Takes the project's log lock and checks the viewer may edit tasks. Non-members and
 /// deleted projects read as `NOT_FOUND` for `what`.
 async fn lock_for_write(
-    txn: &DatabaseTransaction,
+    txn: &LogTxn,
     project_id: Uuid,
     viewer: &Viewer,
     what: &'static str,
 ) -> Result<SeqLock, AppError> {
-    let lock = log::lock_project(txn, project_id)
+    let lock = txn
+        .lock_project(project_id)
         .await?
         .ok_or(AppError::NotFound(what))?;
     let role = access::role_of(txn, project_id, &viewer.user_id)

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod architecture;
 mod auth;
 mod cli;
 mod clients;
@@ -26,6 +27,7 @@ mod rate_limits;
 mod redis_fallback;
 mod retries;
 mod schema;
+mod spec;
 mod subscriptions;
 mod tasks;
 mod validation;

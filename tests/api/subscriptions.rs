@@ -247,8 +247,8 @@ async fn a_subscriber_that_falls_far_behind_its_room_catches_up_from_the_log() {
     let task = app.create_task(&alice, &project, "T").await;
     let project_id = uuid::Uuid::parse_str(&project).unwrap();
     let stream = tasknest::realtime::stream::project_events(
-        app.state.clone(),
-        "alice".into(),
+        app.state.realtime.hub.clone(),
+        tasknest::realtime::stream::Subscriber::User("alice".into()),
         project_id,
         Some(0),
     );

@@ -1,7 +1,6 @@
 //! Rewriting the shared presence after a Redis outage, each project atomically in Redis.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 
 use redis::AsyncCommands;
 use uuid::Uuid;
@@ -11,57 +10,45 @@ use super::{
 };
 
 impl RedisStore {
-    /// Writes this instance's state back into Redis after an outage and recounts each
-    /// touched project's users from the entries. Holds the gate, so no join or leave
-    /// interleaves with it.
-    pub(super) async fn resync(&self) -> Result<(), redis::RedisError> {
-        let _gate = self.gate.write().await;
-        let local: Vec<((Uuid, String), StoredEntry)> = self
-            .local()
-            .iter()
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect();
-        let mut projects: HashSet<Uuid> = self
-            .touched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        projects.extend(local.iter().map(|((p, _), _)| *p));
+    /// Writes this instance's entries back into Redis after an outage and recounts the
+    /// users of every project in `projects` (those it has entries in, and those whose
+    /// entries changed while Redis was away) from all instances' entries.
+    pub(in crate::presence) async fn rewrite(
+        &self,
+        mine: &[(Uuid, StoredEntry)],
+        projects: &HashSet<Uuid>,
+    ) -> Result<(), redis::RedisError> {
         let mut conn = self.conn.clone();
         for project in projects {
-            let mut mine = serde_json::Map::new();
+            let mut entries = serde_json::Map::new();
             let mut focus = serde_json::Map::new();
-            for ((p, user), entry) in &local {
-                if *p != project {
-                    continue;
-                }
+            for (_, entry) in mine.iter().filter(|(p, _)| p == project) {
+                let user = &entry.user.id;
                 let json = serde_json::to_string(entry).unwrap_or_default();
-                mine.insert(self.field(user), json.into());
+                entries.insert(self.field(user), json.into());
                 let f = serde_json::to_string(&StoredFocus {
                     task_id: entry.focus_task_id,
                 })
                 .unwrap_or_default();
                 focus.insert(user.clone(), f.into());
             }
+            let present_here = !entries.is_empty();
             rewrite_project(
                 &mut conn,
-                [entries_key(project), users_key(project), focus_key(project)],
+                [
+                    entries_key(*project),
+                    users_key(*project),
+                    focus_key(*project),
+                ],
                 &format!("{SEP}{}", self.instance),
-                &serde_json::Value::Object(mine),
+                &serde_json::Value::Object(entries),
                 &serde_json::Value::Object(focus),
             )
             .await?;
-            if !local.iter().any(|((p, _), _)| *p == project) {
-                continue;
+            if present_here {
+                let _: () = conn.sadd(PROJECTS, project.to_string()).await?;
             }
-            let _: () = conn.sadd(PROJECTS, project.to_string()).await?;
         }
-        self.touched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        self.degraded.store(false, Ordering::Release);
-        tracing::info!("presence: Redis is back, shared registry rewritten");
         Ok(())
     }
 }

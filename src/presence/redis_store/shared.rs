@@ -1,4 +1,4 @@
-//! The store's Redis side: what joins, leaves, focus and `presence` do while Redis answers.
+//! What joins, leaves, focus and `presence` do in Redis.
 
 use std::collections::HashMap;
 
@@ -28,7 +28,7 @@ return 0
 ";
 
 impl RedisStore {
-    pub(super) async fn shared_connect(
+    pub(in crate::presence) async fn shared_connect(
         &self,
         project: Uuid,
         user_id: &str,
@@ -51,7 +51,7 @@ impl RedisStore {
     /// Writes this instance's entry (or drops it when `remaining_here` is `None`) and takes
     /// one connection off the user's count, atomically in Redis, so that a join elsewhere
     /// cannot slip between the count reaching zero and its removal.
-    pub(super) async fn shared_disconnect(
+    pub(in crate::presence) async fn shared_disconnect(
         &self,
         project: Uuid,
         user_id: &str,
@@ -76,7 +76,7 @@ impl RedisStore {
     }
 
     /// Sets the focus when `user_id` is present anywhere; false when it is not.
-    pub(super) async fn shared_focus(
+    pub(in crate::presence) async fn shared_focus(
         &self,
         project: Uuid,
         user_id: &str,
@@ -99,7 +99,10 @@ impl RedisStore {
         Ok(true)
     }
 
-    pub(super) async fn shared_list(&self, project: Uuid) -> Result<Vec<PresenceEntry>, AppError> {
+    pub(in crate::presence) async fn shared_list(
+        &self,
+        project: Uuid,
+    ) -> Result<Vec<PresenceEntry>, AppError> {
         let mut conn = self.conn.clone();
         // One round trip for both hashes.
         let (entries, focus): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
@@ -119,23 +122,6 @@ impl RedisStore {
                 .and_then(|f| serde_json::from_str::<StoredFocus>(f).ok())
                 .and_then(|f| f.task_id)
         }))
-    }
-
-    /// This instance's users of `project`: the answer while Redis is away.
-    pub(super) fn local_list(&self, project: Uuid) -> Vec<PresenceEntry> {
-        let entries: Vec<StoredEntry> = self
-            .local()
-            .iter()
-            .filter(|((p, _), _)| *p == project)
-            .map(|(_, entry)| entry.clone())
-            .collect();
-        let focus: HashMap<String, Option<Uuid>> = entries
-            .iter()
-            .map(|entry| (entry.user.id.clone(), entry.focus_task_id))
-            .collect();
-        merge_entries(entries.into_iter(), |user| {
-            focus.get(user).copied().flatten()
-        })
     }
 }
 

@@ -100,6 +100,23 @@ impl WsClient {
         }
     }
 
+    /// The next text frame that is not a keep-alive, exactly as the server wrote it.
+    pub async fn next_text(&mut self) -> String {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a message within the wait");
+            if let Some(Ok(Message::Text(text))) = frame {
+                let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                if value["type"] != "ping" && value["type"] != "ka" {
+                    return text.as_str().to_owned();
+                }
+            } else {
+                panic!("expected a text frame, got {frame:?}");
+            }
+        }
+    }
+
     /// The next `projectEvents` payload of subscription `id` (panics on anything else).
     pub async fn next_event(&mut self, id: &str) -> Value {
         let message = self.next().await.expect("an event");

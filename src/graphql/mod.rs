@@ -1,18 +1,24 @@
-//! The schema: each slice's queries and mutations merged into one, plus what every
-//! resolver may take from the context.
+//! The shared GraphQL runtime: each slice's queries, mutations and subscriptions merged into
+//! one schema, its limits, what every resolver may take from the context, and the document
+//! analysis every transport runs requests through.
+
+pub mod document;
+pub mod limits;
+mod selection_order;
+mod text_input;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use crate::auth::Authentication;
-use crate::error::AppError;
 use crate::events::graphql::EventQuery;
+use crate::events::graphql::EventSubscription;
 use crate::presence::graphql::{PresenceMutation, PresenceQuery, PresenceSubscription};
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::projects::loader::MembersLoader;
-use crate::realtime::graphql::EventSubscription;
 use crate::state::AppState;
 use crate::tasks::graphql::{TaskMutation, TaskQuery};
+use crate::tasks::subscription::TaskSubscription;
 use crate::users::UserLoader;
 use crate::users::graphql::UserQuery;
 
@@ -32,7 +38,7 @@ pub struct Mutation(ProjectMutation, TaskMutation, PresenceMutation);
 
 /// Every subscription of the API.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(EventSubscription, PresenceSubscription);
+pub struct Subscription(EventSubscription, TaskSubscription, PresenceSubscription);
 
 /// The TaskNest schema type.
 pub type TaskNestSchema = Schema<Query, Mutation, Subscription>;
@@ -51,7 +57,9 @@ pub fn build_schema(state: AppState) -> TaskNestSchema {
     .limit_depth(config.max_depth as usize)
     .limit_complexity(config.max_complexity as usize)
     .limit_directives(MAX_DIRECTIVES_PER_FIELD)
-    .extension(crate::limits::AliasLimit(config.max_aliases as usize))
+    .extension(limits::AliasLimit(config.max_aliases as usize))
+    .extension(selection_order::SelectionOrder)
+    .extension(text_input::TextInput)
     .data(state);
     if !config.introspection {
         builder = builder.disable_introspection();
@@ -89,10 +97,4 @@ pub fn sdl() -> String {
     )
     .finish()
     .sdl()
-}
-
-/// The application state from a resolver's context.
-pub fn app_state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, AppError> {
-    ctx.data::<AppState>()
-        .map_err(|_| AppError::Internal(anyhow::anyhow!("AppState missing from the schema")))
 }

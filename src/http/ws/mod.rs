@@ -7,7 +7,9 @@
 //! the socket, so the server could not close it on token expiry or shutdown.
 //!
 //! Close codes: 4400 bad message, 4401 subscribe before ack, 4403 forbidden (bad or
-//! expired token), 4408 init timeout, 4409 duplicate id, 4429 too many inits, 1001 shutdown.
+//! expired token), 4408 init timeout, 4409 duplicate id, 4429 too many inits, connections
+//! or operation starts, 4500 the server could not set the connection up (its cause is
+//! logged), 1001 shutdown.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,15 +22,20 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::auth::{self, Viewer};
-use crate::http::HttpState;
 
-use super::connections::ConnectionSlot;
+use super::HttpState;
 use super::multiplex::GroupKey;
-use super::operation::{Sink, build_request, shared};
+use super::payload::Payload;
+use crate::error::AppError;
+use crate::graphql::document;
+use connections::ConnectionSlot;
 use messages::ClientMessage;
-pub(super) use messages::{OperationPayload, Outgoing, Protocol};
+use messages::{OperationPayload, Outgoing, Protocol};
+use operation::{Sink, execute, request_of, shared};
 
+pub mod connections;
 mod messages;
+mod operation;
 
 /// The two subprotocols, in the server's order of preference.
 pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -96,7 +103,7 @@ struct Connection {
 impl Connection {
     fn new(state: HttpState, protocol: Protocol, request_id: String) -> Self {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
-        let settings = state.app.ws;
+        let settings = state.ws;
         let max_subscriptions = state.app.config.max_subscriptions as usize;
         Self {
             state,
@@ -219,7 +226,6 @@ impl Connection {
                 let max = self.state.app.config.max_connections_per_user;
                 self._slot = Some(
                     self.state
-                        .app
                         .ws_users
                         .acquire(&viewer.user_id, max)
                         .ok_or(Close(4429, "Too many connections for this user"))?,
@@ -259,20 +265,12 @@ impl Connection {
                     return Err(Close(4429, "Too many requests"));
                 }
                 if let Err(limited) = self.state.app.rate_limiter.check(&viewer.user_id).await {
-                    let error = async_graphql::Error::from(limited)
-                        .into_server_error(async_graphql::Pos::default());
-                    let message = json!({ "type": "error", "id": id, "payload": [error] });
-                    send(socket, &message).await.map_err(|_| Close(1000, ""))?;
-                    return Ok(None);
+                    return refuse(socket, &id, limited).await.map(|()| None);
                 }
                 self.subscriptions.retain(|_, task| !task.is_finished());
                 if self.subscriptions.len() >= self.max_subscriptions {
-                    let error = json!({ "type": "error", "id": id, "payload": [{
-                        "message": "too many operations on this connection",
-                        "extensions": { "code": "RATE_LIMITED" }
-                    }] });
-                    send(socket, &error).await.map_err(|_| Close(1000, ""))?;
-                    return Ok(None);
+                    let error = AppError::TooMany("too many operations on this connection");
+                    return refuse(socket, &id, error).await.map(|()| None);
                 }
                 let task = self.start(id.clone(), payload, viewer);
                 self.subscriptions.insert(id, task);
@@ -367,21 +365,18 @@ impl Connection {
         );
         let sink = Sink {
             outgoing: self.outgoing_tx.clone(),
-            id_json: serde_json::to_string(&id).unwrap_or_else(|_| "\"\"".to_owned()),
+            id_json: Value::String(id.clone()).to_string(),
             id,
             protocol: self.protocol,
         };
-        let variables = payload.variables.clone().unwrap_or(Value::Null);
-        if let Some(key) = GroupKey::of(
-            &payload.query,
-            &variables,
-            payload.operation_name.as_deref(),
-        ) {
+        let mut request = request_of(payload);
+        let key =
+            document::analyze(&mut request).and_then(|analysis| GroupKey::of(&request, &analysis));
+        if let Some(key) = key {
             let state = self.state.clone();
-            return self.spawn_tracked(span, shared(state, key, payload, viewer, sink));
+            return self.spawn_tracked(span, shared(state, key, viewer, sink));
         }
-        let request = build_request(&self.state, payload, viewer, None);
-        let responses = self.state.schema.execute_stream(request);
+        let responses = execute(&self.state, request, viewer, None);
         self.spawn_tracked(span, async move {
             sink.forward(responses).await;
         })
@@ -390,6 +385,19 @@ impl Connection {
 
 async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error> {
     socket.send(Message::Text(message.to_string().into())).await
+}
+
+/// Answers an operation start with an `error` message instead of running it.
+async fn refuse(socket: &mut WebSocket, id: &str, error: AppError) -> Result<(), Close> {
+    let Payload::Errors(errors) = Payload::error(error, &[]) else {
+        return Ok(());
+    };
+    let id = Value::String(id.to_owned());
+    let text = format!(r#"{{"type":"error","id":{id},"payload":{errors}}}"#);
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|_| Close(1000, ""))
 }
 
 /// Keeps a gauge up while an operation lives (finished or stopped), and logs its end.

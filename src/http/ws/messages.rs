@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// The negotiated subprotocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::realtime) enum Protocol {
+pub(super) enum Protocol {
     /// `graphql-transport-ws`.
     TransportWs,
     /// Legacy `graphql-ws` (subscriptions-transport-ws).
@@ -47,18 +47,18 @@ pub(super) enum ClientMessage {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(in crate::realtime) struct OperationPayload {
-    pub(in crate::realtime) query: String,
+pub(super) struct OperationPayload {
+    pub(super) query: String,
     #[serde(default)]
-    pub(in crate::realtime) variables: Option<Value>,
+    pub(super) variables: Option<Value>,
     #[serde(default)]
-    pub(in crate::realtime) operation_name: Option<String>,
+    pub(super) operation_name: Option<String>,
     #[serde(default)]
-    pub(in crate::realtime) extensions: Option<HashMap<String, Value>>,
+    pub(super) extensions: Option<HashMap<String, Value>>,
 }
 
 /// What subscription tasks hand to the connection.
-pub(in crate::realtime) enum Outgoing {
+pub(super) enum Outgoing {
     Text(String),
     /// The subscription `id` ended on its own.
     Finished(String),

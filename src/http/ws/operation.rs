@@ -5,23 +5,18 @@ use async_graphql::Request;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::multiplex::{GroupKey, ResumeAfter};
-use super::stream::{Verdict, removed, verdict};
-use super::ws::{OperationPayload, Outgoing, Protocol};
+use super::messages::{OperationPayload, Outgoing, Protocol};
 use crate::auth::{Authentication, Viewer};
 use crate::entities::project_members::Role;
-use crate::error::with_error_codes;
 use crate::graphql::prepare_request;
 use crate::http::HttpState;
+use crate::http::multiplex::GroupKey;
+use crate::http::payload::Payload;
 use crate::projects::access;
+use crate::realtime::stream::{ResumeAfter, Subscriber, Verdict, removed, verdict};
 
-/// The async-graphql request for an operation payload.
-pub(super) fn build_request(
-    state: &HttpState,
-    payload: OperationPayload,
-    viewer: Viewer,
-    resume_after: Option<i64>,
-) -> Request {
+/// The async-graphql request for an operation payload (before the per-request data).
+pub(super) fn request_of(payload: OperationPayload) -> Request {
     let mut request = Request::new(payload.query);
     if let Some(variables) = payload.variables {
         request = request.variables(async_graphql::Variables::from_json(variables));
@@ -37,40 +32,41 @@ pub(super) fn build_request(
             );
         }
     }
+    request
+}
+
+/// Runs `request` on its own as `viewer` (resuming after `resume_after` when a shared member
+/// continues alone).
+pub(super) fn execute(
+    state: &HttpState,
+    request: Request,
+    viewer: Viewer,
+    resume_after: Option<i64>,
+) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
     let request = prepare_request(request, &state.app, Authentication::Viewer(viewer));
-    match resume_after {
+    let request = match resume_after {
         Some(seq) => request.data(ResumeAfter(seq)),
         None => request,
-    }
+    };
+    state.schema.execute_stream(request)
 }
 
 /// A member of a shared group: checks access, forwards the group's serialized payloads, and
 /// resumes on its own execution if it falls behind or the group ends early.
-pub(super) async fn shared(
-    state: HttpState,
-    key: GroupKey,
-    payload: OperationPayload,
-    viewer: Viewer,
-    sink: Sink,
-) {
+pub(super) async fn shared(state: HttpState, key: GroupKey, viewer: Viewer, sink: Sink) {
     if let Err(err) =
         access::require(&state.app.db, key.project_id, &viewer.user_id, Role::Viewer).await
     {
-        let mut error =
-            async_graphql::Error::from(err).into_server_error(async_graphql::Pos::default());
-        error.path = vec![async_graphql::PathSegment::Field(
-            "projectEvents".to_owned(),
-        )];
-        let errors = serde_json::to_string(&[error]).unwrap_or_else(|_| "[]".to_owned());
-        sink.error(&errors).await;
+        sink.end(&Payload::error(err, &["projectEvents"])).await;
         return;
     }
     let share = state
         .multiplexer
-        .join(key, &state.app, &state.schema, &viewer)
+        .join(key.clone(), &state.app, &state.schema, &viewer)
         .await;
-    let mut messages = share.messages;
-    let mut last = share.start;
+    let subscriber = Subscriber::User(viewer.user_id.clone());
+    let mut messages = share.receiver;
+    let mut last = share.last_seq;
     loop {
         let message = match messages.recv().await {
             Ok(message) => message,
@@ -84,16 +80,14 @@ pub(super) async fn shared(
         if seq > last + 1 {
             break;
         }
-        match verdict(&message.event, &viewer.user_id) {
+        match verdict(&message.event, &subscriber) {
             Verdict::Removed => {
-                let error = async_graphql::Error::from(removed())
-                    .into_server_error(async_graphql::Pos::default());
-                sink.error(&serde_json::to_string(&[error]).unwrap_or_default())
+                sink.end(&Payload::error(removed(), &["projectEvents"]))
                     .await;
                 return;
             }
-            _ if message.failed => {
-                sink.error(&message.payload).await;
+            _ if message.payload.is_error() => {
+                sink.end(&message.payload).await;
                 return;
             }
             Verdict::LastOne => {
@@ -110,8 +104,8 @@ pub(super) async fn shared(
             }
         }
     }
-    let request = build_request(&state, payload, viewer, Some(last));
-    sink.forward(state.schema.execute_stream(request)).await;
+    sink.forward(execute(&state, key.request(), viewer, Some(last)))
+        .await;
 }
 
 /// Where one operation's messages go.
@@ -123,36 +117,60 @@ pub(super) struct Sink {
 }
 
 impl Sink {
-    /// Sends a `next` (legacy `data`) message around an already serialized payload.
-    async fn next(&self, payload: &str) -> bool {
+    /// Sends a payload: a result as `next` (legacy `data`); an error as `error`, which ends
+    /// the operation. False when the connection is gone or the operation ended.
+    async fn next(&self, payload: &Payload) -> bool {
+        match payload {
+            Payload::Result(json) => self.result(json).await,
+            Payload::Errors(errors) => {
+                self.errors(errors).await;
+                false
+            }
+        }
+    }
+
+    /// Ends the operation with `payload`: an `error` message for errors, else the result
+    /// and `complete`.
+    async fn end(&self, payload: &Payload) {
+        match payload {
+            Payload::Errors(errors) => self.errors(errors).await,
+            Payload::Result(json) => {
+                if self.result(json).await {
+                    self.complete().await;
+                }
+            }
+        }
+    }
+
+    async fn result(&self, json: &str) -> bool {
         let kind = match self.protocol {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
         let text = format!(
-            "{{\"type\":\"{kind}\",\"id\":{},\"payload\":{payload}}}",
+            "{{\"type\":\"{kind}\",\"id\":{},\"payload\":{json}}}",
             self.id_json
         );
         self.outgoing.send(Outgoing::Text(text)).await.is_ok()
     }
 
-    /// Sends an `error` message (the payload is a serialized errors array) and ends.
-    async fn error(&self, errors: &str) {
+    async fn errors(&self, errors: &str) {
         let text = format!(
             "{{\"type\":\"error\",\"id\":{},\"payload\":{errors}}}",
             self.id_json
         );
         let _ = self.outgoing.send(Outgoing::Text(text)).await;
-        let _ = self
-            .outgoing
-            .send(Outgoing::Finished(self.id.clone()))
-            .await;
+        self.finished().await;
     }
 
     /// Sends `complete` and ends.
     async fn complete(&self) {
         let text = format!("{{\"type\":\"complete\",\"id\":{}}}", self.id_json);
         let _ = self.outgoing.send(Outgoing::Text(text)).await;
+        self.finished().await;
+    }
+
+    async fn finished(&self) {
         let _ = self
             .outgoing
             .send(Outgoing::Finished(self.id.clone()))
@@ -164,15 +182,8 @@ impl Sink {
         &self,
         mut responses: futures_util::stream::BoxStream<'static, async_graphql::Response>,
     ) {
-        while let Some(mut response) = responses.next().await {
-            with_error_codes(&mut response.errors);
-            if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
-                self.error(&serde_json::to_string(&response.errors).unwrap_or_default())
-                    .await;
-                return;
-            }
-            let payload = serde_json::to_string(&response).unwrap_or_default();
-            if !self.next(&payload).await {
+        while let Some(response) = responses.next().await {
+            if !self.next(&Payload::of(response)).await {
                 return;
             }
         }

@@ -1,0 +1,197 @@
+//! Shared execution of identical subscriptions, as Hasura multiplexes them. Subscribers of
+//! one project holding the same document and variables (and no `after`: they all want "live
+//! from now") share one GraphQL execution per event and one serialized payload; each
+//! subscriber then only wraps the payload in its own frame. Event payloads are
+//! viewer-independent, and access is checked for every subscriber when it joins and on
+//! every event (a removed member's share ends with FORBIDDEN).
+//!
+//! A member that falls behind the group's buffer, or whose group ends, resumes on its own
+//! execution from the last seq it delivered, so nothing is lost or repeated.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_graphql::{Request, Variables};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::payload::Payload;
+use crate::auth::{Authentication, Viewer};
+use crate::events::CommittedEvent;
+use crate::graphql::document::Analysis;
+use crate::graphql::{TaskNestSchema, prepare_request};
+use crate::realtime::sequenced::{Joined, Sequenced};
+use crate::realtime::stream::{self, SharedFeed, Subscriber};
+use crate::state::AppState;
+
+/// One event of a group, executed and serialized once.
+pub struct SharedMessage {
+    /// The event the payload is about.
+    pub event: Arc<CommittedEvent>,
+    /// The execution's result for it.
+    pub payload: Payload,
+}
+
+/// What can be shared: a live `projectEvents` subscription (see [`Analysis::live_project`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    /// The project whose events the group executes.
+    pub project_id: Uuid,
+    query: String,
+    variables: String,
+    operation_name: Option<String>,
+}
+
+impl GroupKey {
+    /// The key of an analyzed request, when it may share an execution.
+    pub fn of(request: &Request, analysis: &Analysis) -> Option<Self> {
+        Some(Self {
+            project_id: analysis.live_project?,
+            query: request.query.clone(),
+            variables: serde_json::to_string(&request.variables).ok()?,
+            operation_name: request.operation_name.clone(),
+        })
+    }
+
+    /// A fresh request for this key's operation.
+    pub fn request(&self) -> Request {
+        let variables = serde_json::from_str(&self.variables).unwrap_or_default();
+        let request = Request::new(self.query.clone()).variables(Variables::from_json(variables));
+        match &self.operation_name {
+            Some(name) => request.operation_name(name.clone()),
+            None => request,
+        }
+    }
+}
+
+type Group = Sequenced<Arc<SharedMessage>>;
+
+/// A member's place in a group: messages after `last_seq` arrive on `receiver`.
+pub type Share = Joined<Arc<SharedMessage>>;
+
+/// This instance's groups.
+#[derive(Default)]
+pub struct Multiplexer {
+    groups: Mutex<HashMap<GroupKey, Arc<Group>>>,
+}
+
+/// Messages a group keeps for members that fall behind.
+const GROUP_BUFFER: usize = 256;
+
+impl Multiplexer {
+    fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<GroupKey, Arc<Group>>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the group for `key`, starting it (executing as `viewer`) when there is none.
+    pub async fn join(
+        self: &Arc<Self>,
+        key: GroupKey,
+        state: &AppState,
+        schema: &TaskNestSchema,
+        viewer: &Viewer,
+    ) -> Share {
+        loop {
+            let group = self
+                .groups()
+                .entry(key.clone())
+                .or_insert_with(|| self.start(key.clone(), state, schema, viewer))
+                .clone();
+            if let Some(share) = group.join().await {
+                return share;
+            }
+            // The group ended before we got in: start or find a newer one.
+        }
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        key: GroupKey,
+        state: &AppState,
+        schema: &TaskNestSchema,
+        viewer: &Viewer,
+    ) -> Arc<Group> {
+        let group = Sequenced::new(GROUP_BUFFER);
+        let (feed_tx, feed_rx) = mpsc::channel(1);
+        let request = prepare_request(key.request(), state, Authentication::Viewer(viewer.clone()))
+            .data(SharedFeed(Mutex::new(Some(feed_rx))));
+        let responses = schema.execute_stream(request);
+        let task = GroupTask {
+            key,
+            state: state.clone(),
+            group: group.clone(),
+            owner: self.clone(),
+        };
+        tokio::spawn(task.run(feed_tx, responses));
+        group
+    }
+}
+
+struct GroupTask {
+    key: GroupKey,
+    state: AppState,
+    group: Arc<Group>,
+    owner: Arc<Multiplexer>,
+}
+
+impl GroupTask {
+    async fn run(
+        self,
+        feed: mpsc::Sender<Arc<CommittedEvent>>,
+        responses: futures_util::stream::BoxStream<'static, async_graphql::Response>,
+    ) {
+        self.deliver(feed, responses).await;
+        // Late joiners start a new group; members still holding a receiver see it close
+        // once the last handle is gone, and resume on their own.
+        self.group.close();
+        let mut groups = self.owner.groups();
+        if groups
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.group))
+        {
+            groups.remove(&self.key);
+        }
+    }
+
+    async fn deliver(
+        &self,
+        feed: mpsc::Sender<Arc<CommittedEvent>>,
+        mut responses: futures_util::stream::BoxStream<'static, async_graphql::Response>,
+    ) {
+        let hub = self.state.realtime.hub.clone();
+        let membership = hub.join(self.key.project_id).await;
+        self.group.start(membership.last_seq);
+        let events = stream::from_membership(
+            hub,
+            Subscriber::Group,
+            self.key.project_id,
+            None,
+            membership,
+        );
+        futures_util::pin_mut!(events);
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let item = tokio::select! {
+                () = shutdown.cancelled() => return,
+                item = events.next() => item,
+            };
+            let Some(Ok(event)) = item else { return };
+            if feed.send(event.clone()).await.is_err() {
+                return;
+            }
+            let Some(response) = responses.next().await else {
+                return;
+            };
+            let payload = Payload::of(response);
+            let failed = payload.is_error();
+            let seq = event.seq();
+            let receivers = self
+                .group
+                .send(seq, Arc::new(SharedMessage { event, payload }));
+            if receivers == 0 || failed {
+                return;
+            }
+        }
+    }
+}

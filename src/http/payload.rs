@@ -1,0 +1,45 @@
+//! A GraphQL result serialized once, to be framed by any transport (a graphql-ws `next` or
+//! `error` message, an HTTP body) as many times as it has subscribers. Built only from a
+//! response or an [`AppError`], so a frame can never carry an empty or invalid payload.
+
+use std::sync::Arc;
+
+use async_graphql::Response;
+
+use crate::error::{AppError, errors_json, with_error_codes};
+
+/// A serialized result.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A result with data (`{"data": …, "errors"?: […]}`).
+    Result(Arc<str>),
+    /// A failure without data: the errors array (`[…]`).
+    Errors(Arc<str>),
+}
+
+impl Payload {
+    /// Serializes one response of an execution, coding its errors first.
+    pub fn of(mut response: Response) -> Self {
+        with_error_codes(&mut response.errors);
+        if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+            return Self::Errors(errors_json(&response.errors).into());
+        }
+        match serde_json::to_string(&response) {
+            Ok(json) => Self::Result(json.into()),
+            Err(err) => Self::error(
+                AppError::Internal(anyhow::anyhow!("cannot serialize a response: {err}")),
+                &[],
+            ),
+        }
+    }
+
+    /// An error at `path` (empty for one about the whole operation).
+    pub fn error(error: AppError, path: &[&str]) -> Self {
+        Self::Errors(errors_json(&[error.into_server_error(path)]).into())
+    }
+
+    /// Whether this ends the operation with an error.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Self::Errors(_))
+    }
+}
