@@ -164,35 +164,21 @@ impl Config {
         is_postgres_url(&self.database_url)
     }
 
-    /// A config for tests and embedding: the given database, a fixed secret, port 0.
-    pub fn for_tests(database_url: impl Into<String>, jwt_secret: impl Into<String>) -> Self {
-        Self {
-            database_url: database_url.into(),
-            database_max_connections: 20,
-            database_acquire_timeout: Duration::from_secs(5),
-            redis_url: None,
-            jwt_secret: Some(jwt_secret.into()),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log_format: LogFormat::Human,
-            gap_check_interval: Duration::from_secs(1),
-            event_retention: Duration::from_secs(30 * 24 * 3600),
-            ws_init_timeout: Duration::from_secs(10),
-            ws_keepalive: Duration::from_secs(15),
-            max_batch: 0,
-            max_aliases: 30,
-            max_connections_per_user: 50,
-            presence_timeout: Duration::from_secs(30),
-            presence_coalesce: Duration::from_millis(100),
-            max_body_bytes: 1024 * 1024,
-            max_depth: 15,
-            max_complexity: 2000,
-            introspection: true,
-            cors_origins: Vec::new(),
-            max_subscriptions: 100,
-            // Tests drive far more writes than a person would; the limiter has its own tests.
-            rate_burst: 1_000_000,
-            rate_per_second: 1_000_000.0,
-        }
+    /// A config for tests and embedding: every setting at the binary's own default (the
+    /// environment is not read), with the given database and secret, on a free loopback
+    /// port.
+    pub fn for_tests(
+        database_url: impl Into<String>,
+        jwt_secret: impl Into<String>,
+    ) -> anyhow::Result<Self> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Self::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.try_get_matches_from(["tasknest"])?;
+        let mut config = Self::from_arg_matches(&matches)?;
+        config.database_url = database_url.into();
+        config.jwt_secret = Some(jwt_secret.into());
+        config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(config)
     }
 }
 

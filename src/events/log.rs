@@ -285,3 +285,113 @@ pub async fn task_history<C: ConnectionTrait>(
         .all(db)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entities::events::EventKind;
+    use sea_orm::{ActiveModelTrait, PaginatorTrait};
+
+    /// Records what was announced.
+    #[derive(Default)]
+    struct Announced(Mutex<Vec<i64>>);
+
+    impl Announce for Announced {
+        fn committed(&self, row: events::Model) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(row.seq);
+        }
+    }
+
+    impl Announced {
+        fn seqs(&self) -> Vec<i64> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+    }
+
+    /// A migrated SQLite database with one user and one project.
+    async fn database() -> (tempfile::TempDir, DatabaseConnection, Uuid) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let config = crate::Config::for_tests(url, "secret").expect("defaults");
+        crate::db::migrate(&config).await.expect("migrate");
+        let db = crate::db::connect(&config, 1, None).await.expect("connect");
+        let now = Utc::now();
+        users::ActiveModel {
+            id: Set("u".into()),
+            name: Set("U".into()),
+            avatar_url: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&db)
+        .await
+        .expect("user");
+        let project = projects::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            name: Set("P".into()),
+            description: Set(None),
+            last_seq: Set(0),
+            created_by: Set("u".into()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            deleted_at: Set(None),
+        }
+        .insert(&db)
+        .await
+        .expect("project");
+        (dir, db, project.id)
+    }
+
+    /// A transaction that appended one event and is still open.
+    async fn one_event(log: &EventLog, project: Uuid) -> LogTxn {
+        let txn = log.begin().await.expect("begin");
+        let lock = txn
+            .lock_project(project)
+            .await
+            .expect("lock")
+            .expect("live");
+        txn.append(lock, NewEvent::new(EventKind::ProjectUpdated, "u"))
+            .await
+            .expect("append");
+        txn
+    }
+
+    async fn stored(db: &DatabaseConnection) -> u64 {
+        events::Entity::find().count(db).await.expect("count")
+    }
+
+    #[tokio::test]
+    async fn events_are_announced_only_once_their_transaction_committed() {
+        let (_dir, db, project) = database().await;
+        let announced = Arc::new(Announced::default());
+        let log = EventLog::new(db.clone(), announced.clone());
+
+        let txn = one_event(&log, project).await;
+        assert!(announced.seqs().is_empty(), "nothing before the commit");
+        txn.commit().await.expect("commit");
+        assert_eq!(announced.seqs(), vec![1]);
+        assert_eq!(stored(&db).await, 1, "announced events are in the log");
+    }
+
+    #[tokio::test]
+    async fn a_transaction_dropped_or_rolled_back_announces_nothing_and_gives_its_seq_back() {
+        let (_dir, db, project) = database().await;
+        let announced = Arc::new(Announced::default());
+        let log = EventLog::new(db.clone(), announced.clone());
+        {
+            let _txn = one_event(&log, project).await;
+            // Dropped: an early return or a `?` in a service.
+        }
+        let txn = one_event(&log, project).await;
+        txn.rollback().await.expect("rollback");
+        assert!(announced.seqs().is_empty());
+        assert_eq!(stored(&db).await, 0);
+
+        let txn = one_event(&log, project).await;
+        txn.commit().await.expect("commit");
+        assert_eq!(announced.seqs(), vec![1], "the seq was given back: no gap");
+    }
+}

@@ -43,3 +43,43 @@ impl Payload {
         matches!(self, Self::Errors(_))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(json: &str) -> serde_json::Value {
+        serde_json::from_str(json).expect("a payload is valid JSON")
+    }
+
+    #[test]
+    fn a_response_without_data_becomes_coded_errors_and_one_with_data_a_result() {
+        let failed = Response::from_errors(vec![async_graphql::ServerError::new("boom", None)]);
+        let Payload::Errors(errors) = Payload::of(failed) else {
+            panic!("errors");
+        };
+        assert_eq!(parsed(&errors)[0]["extensions"]["code"], "BAD_USER_INPUT");
+
+        let ok = Response::new(
+            async_graphql::Value::from_json(serde_json::json!({ "a": 1 })).expect("value"),
+        );
+        let Payload::Result(result) = Payload::of(ok) else {
+            panic!("result");
+        };
+        assert_eq!(parsed(&result)["data"]["a"], 1);
+    }
+
+    #[test]
+    fn an_app_error_is_framed_through_the_one_mapping() {
+        let Payload::Errors(errors) =
+            Payload::error(AppError::Internal(anyhow::anyhow!("secret cause")), &["x"])
+        else {
+            panic!("errors");
+        };
+        let errors = parsed(&errors);
+        assert_eq!(errors[0]["message"], "internal error");
+        assert_eq!(errors[0]["extensions"]["code"], "INTERNAL");
+        assert_eq!(errors[0]["path"][0], "x");
+        assert!(!errors.to_string().contains("secret"));
+    }
+}

@@ -184,3 +184,33 @@ async fn expired(
     let first = log::range(db, project_id, after, 1).await?;
     Ok(first.first().is_none_or(|e| e.seq != after + 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member_removed(user: &str) -> Arc<CommittedEvent> {
+        CommittedEvent::decode(crate::entities::events::Model {
+            id: 1,
+            project_id: Uuid::new_v4(),
+            seq: 1,
+            kind: EventKind::MemberRemoved,
+            task_id: None,
+            actor_id: "owner".into(),
+            payload: serde_json::json!({ "changes": { "userId": user } }),
+            client_mutation_id: None,
+            created_at: chrono::Utc::now(),
+        })
+    }
+
+    #[test]
+    fn only_the_removed_user_loses_its_stream_and_a_group_never_does() {
+        let event = member_removed("bob");
+        let removed = |s: &Subscriber| matches!(verdict(&event, s), Verdict::Removed);
+        assert!(removed(&Subscriber::User("bob".into())));
+        assert!(!removed(&Subscriber::User("alice".into())));
+        assert!(!removed(&Subscriber::Group));
+        // The empty string is a user id like any other, not "nobody".
+        assert!(!removed(&Subscriber::User(String::new())));
+    }
+}

@@ -84,3 +84,70 @@ fn the_check_sees_an_upward_import() {
     .expect("write");
     assert_eq!(offending_lines(&file, &["crate::http"]).len(), 1);
 }
+
+#[test]
+fn every_source_path_the_readme_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let mut missing = Vec::new();
+    for word in readme.split(|c: char| c.is_whitespace() || "`()[],;:".contains(c)) {
+        let path = word.trim_end_matches(['.', '*']);
+        let named = ["src/", "tests/", "migration/", "bench/", "deploy/", ".ci/"]
+            .iter()
+            .any(|prefix| path.starts_with(prefix));
+        if named && !root.join(path).exists() {
+            missing.push(path.to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README names paths that do not exist: {missing:?}"
+    );
+}
+
+#[test]
+fn every_websocket_close_code_is_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let mut codes = Vec::new();
+    for file in sources(&root.join("src/http/ws")) {
+        let text = std::fs::read_to_string(&file).expect("source");
+        for (i, _) in text.match_indices("Close(") {
+            let digits: String = text[i + 6..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if !digits.is_empty() {
+                codes.push(digits);
+            }
+        }
+    }
+    assert!(codes.len() > 5, "close codes found: {codes:?}");
+    let undocumented: Vec<&String> = codes
+        .iter()
+        .filter(|code| !readme.contains(&format!("| {code} |")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in the README's table: {undocumented:?}"
+    );
+}
+
+#[test]
+fn services_take_what_they_use_not_the_whole_state() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let found: Vec<String> = [
+        "projects/service.rs",
+        "tasks/service.rs",
+        "tasks/write.rs",
+        "events/service.rs",
+    ]
+    .iter()
+    .flat_map(|file| offending_lines(&src.join(file), &["AppState"]))
+    .collect();
+    assert!(
+        found.is_empty(),
+        "services taking AppState:\n{}",
+        found.join("\n")
+    );
+}

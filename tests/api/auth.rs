@@ -32,7 +32,7 @@ pub fn unsigned(header: &Value, claims: &Value) -> String {
 #[tokio::test]
 async fn bad_tokens_of_every_kind_are_unauthenticated() {
     let app = spawn_app().await;
-    let valid = json!({ "sub": "alice", "name": "Alice", "exp": now() + 600 });
+    let valid = json!({ "sub": app.user("alice"), "name": "Alice", "exp": now() + 600 });
     let cases: Vec<(&str, String)> = vec![
         (
             "expired",

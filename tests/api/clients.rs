@@ -28,7 +28,7 @@ async fn apollo_client_and_urql_run_queries_mutations_subscriptions_and_reconnec
     // 4403 and the client must come back with a fresh token.
     let short = app
         .keys
-        .mint("alice", "Alice", None, Duration::from_secs(3))
+        .mint(&app.user("alice"), "Alice", None, Duration::from_secs(3))
         .expect("mint");
     let addr = app.addr;
     let output = tokio::task::spawn_blocking(move || {

@@ -34,7 +34,7 @@ async fn reading_five_hundred_tasks_costs_as_few_statements_as_reading_five() {
             app.ok(
                 &creator,
                 "mutation($p: ID!, $t: String!, $a: ID) { createTask(input: {projectId: $p, title: $t, assigneeId: $a}) { id } }",
-                json!({ "p": project, "t": format!("task {i}"), "a": users[(i + 1) % 4] }),
+                json!({ "p": project, "t": format!("task {i}"), "a": app.user(users[(i + 1) % 4]) }),
             )
             .await;
         }

@@ -23,7 +23,10 @@ async fn catch_up_pages_follow_after_and_limit() {
     assert_eq!(page["events"]["lastSeq"], 5);
     assert_eq!(page["events"]["hasMore"], true);
     assert_eq!(page["events"]["events"][0]["projectId"], project);
-    assert_eq!(page["events"]["events"][0]["actor"]["id"], "alice");
+    assert_eq!(
+        page["events"]["events"][0]["actor"]["id"],
+        app.user("alice")
+    );
     let rest = app.events(&alice, &project, 3).await;
     assert_eq!(seqs(&rest), vec![4, 5]);
     assert_eq!(rest["hasMore"], false);

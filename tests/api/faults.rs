@@ -294,7 +294,7 @@ async fn redis_going_away_under_load_keeps_mutations_presence_and_streams_whole(
         .as_array()
         .expect("a list")
         .iter()
-        .find(|p| p["user"]["id"] == "carol")
+        .find(|p| p["user"]["id"] == a.user("carol"))
         .expect("carol listed")
         .clone();
     assert_eq!(carol_entry["focusTaskId"], task_a["id"]);

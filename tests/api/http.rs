@@ -48,7 +48,7 @@ async fn the_response_media_type_follows_accept() {
         media.starts_with("application/graphql-response+json"),
         "{media}"
     );
-    assert_eq!(body["data"]["me"]["id"], "alice");
+    assert_eq!(body["data"]["me"]["id"], app.user("alice"));
     let (_, media, _) = post_raw(
         &app,
         "application/json",
@@ -170,7 +170,7 @@ async fn queries_run_over_get_and_mutations_do_not() {
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap()["data"]["me"]["id"],
-        "alice"
+        app.user("alice")
     );
     let response = get("mutation { createProject(input: {name: \"x\"}) { id } }")
         .await
@@ -245,7 +245,7 @@ async fn introspection_can_be_turned_off() {
     let me = app
         .ok(&app.token("alice"), "{ me { id } }", json!({}))
         .await;
-    assert_eq!(me["me"]["id"], "alice");
+    assert_eq!(me["me"]["id"], app.user("alice"));
 }
 
 #[tokio::test]
@@ -328,7 +328,7 @@ async fn with_batching_on_a_batch_runs_each_operation_and_answers_an_array() {
     let results = body.as_array().expect("an array, one result per operation");
     assert_eq!(results.len(), 3);
     assert_eq!(results[0]["data"]["createTask"]["title"], "one");
-    assert_eq!(results[1]["data"]["me"]["id"], "alice");
+    assert_eq!(results[1]["data"]["me"]["id"], app.user("alice"));
     assert_eq!(error_code(&results[2]), Some("BAD_USER_INPUT"));
 
     // Over the cap: refused whole, nothing of it runs.

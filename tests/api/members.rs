@@ -16,12 +16,12 @@ async fn a_user_never_seen_can_be_added_and_is_named_by_id_until_signing_in() {
         .ok(
             &alice,
             ADD,
-            json!({ "p": project, "u": "carol", "r": "VIEWER" }),
+            json!({ "p": project, "u": app.user("carol"), "r": "VIEWER" }),
         )
         .await;
     assert_eq!(
         data["addMember"]["user"],
-        json!({ "id": "carol", "name": "carol", "avatarUrl": null })
+        json!({ "id": app.user("carol"), "name": app.user("carol"), "avatarUrl": null })
     );
     assert_eq!(data["addMember"]["role"], "VIEWER");
 
@@ -47,7 +47,7 @@ async fn a_user_never_seen_can_be_added_and_is_named_by_id_until_signing_in() {
     assert_eq!(events["events"][0]["kind"], "MEMBER_ADDED");
     assert_eq!(
         events["events"][0]["changes"],
-        json!({ "userId": "carol", "role": "VIEWER" })
+        json!({ "userId": app.user("carol"), "role": "VIEWER" })
     );
 }
 
@@ -61,7 +61,7 @@ async fn adding_an_existing_member_changes_its_role() {
         .ok(
             &alice,
             ADD,
-            json!({ "p": project, "u": "bob", "r": "EDITOR" }),
+            json!({ "p": project, "u": app.user("bob"), "r": "EDITOR" }),
         )
         .await;
     assert_eq!(data["addMember"]["role"], "EDITOR");
@@ -72,7 +72,7 @@ async fn adding_an_existing_member_changes_its_role() {
     app.ok(
         &alice,
         ADD,
-        json!({ "p": project, "u": "bob", "r": "EDITOR" }),
+        json!({ "p": project, "u": app.user("bob"), "r": "EDITOR" }),
     )
     .await;
     assert_eq!(app.events(&alice, &project, 0).await["lastSeq"], 2);
@@ -84,14 +84,18 @@ async fn the_last_owner_can_be_neither_removed_nor_demoted() {
     let alice = app.token("alice");
     let project = app.create_project(&alice, "P").await;
     let response = app
-        .gql(Some(&alice), REMOVE, json!({ "p": project, "u": "alice" }))
+        .gql(
+            Some(&alice),
+            REMOVE,
+            json!({ "p": project, "u": app.user("alice") }),
+        )
         .await;
     assert_eq!(error_code(&response), Some("BAD_USER_INPUT"));
     let response = app
         .gql(
             Some(&alice),
             ADD,
-            json!({ "p": project, "u": "alice", "r": "EDITOR" }),
+            json!({ "p": project, "u": app.user("alice"), "r": "EDITOR" }),
         )
         .await;
     assert_eq!(error_code(&response), Some("BAD_USER_INPUT"));
@@ -104,7 +108,11 @@ async fn the_last_owner_can_be_neither_removed_nor_demoted() {
     // With a second owner, the first may step down.
     app.add_member(&alice, &project, "bob", "OWNER").await;
     let data = app
-        .ok(&alice, REMOVE, json!({ "p": project, "u": "alice" }))
+        .ok(
+            &alice,
+            REMOVE,
+            json!({ "p": project, "u": app.user("alice") }),
+        )
         .await;
     assert_eq!(data["removeMember"], true);
     let response = app
@@ -130,14 +138,21 @@ async fn a_member_may_leave_but_not_remove_others() {
     app.add_member(&alice, &project, "carol", "VIEWER").await;
     let bob = app.token("bob");
     let response = app
-        .gql(Some(&bob), REMOVE, json!({ "p": project, "u": "carol" }))
+        .gql(
+            Some(&bob),
+            REMOVE,
+            json!({ "p": project, "u": app.user("carol") }),
+        )
         .await;
     assert_eq!(error_code(&response), Some("FORBIDDEN"));
     let data = app
-        .ok(&bob, REMOVE, json!({ "p": project, "u": "bob" }))
+        .ok(&bob, REMOVE, json!({ "p": project, "u": app.user("bob") }))
         .await;
     assert_eq!(data["removeMember"], true);
     let events = app.events(&alice, &project, 0).await;
     assert_eq!(events["events"][2]["kind"], "MEMBER_REMOVED");
-    assert_eq!(events["events"][2]["changes"], json!({ "userId": "bob" }));
+    assert_eq!(
+        events["events"][2]["changes"],
+        json!({ "userId": app.user("bob") })
+    );
 }

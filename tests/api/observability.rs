@@ -117,8 +117,9 @@ async fn json_logs_carry_each_operations_name_user_and_request_id() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(up, "the binary did not start");
+    let alice = format!("alice-{}", uuid::Uuid::new_v4().simple());
     let token = tasknest::auth::JwtKeys::new(SECRET.as_bytes())
-        .mint("alice", "Alice", None, std::time::Duration::from_secs(600))
+        .mint(&alice, "Alice", None, std::time::Duration::from_secs(600))
         .expect("mint");
     let answer: serde_json::Value = client
         .post(format!("http://{addr}/graphql"))
@@ -131,7 +132,7 @@ async fn json_logs_carry_each_operations_name_user_and_request_id() {
         .json()
         .await
         .expect("JSON");
-    assert_eq!(answer["data"]["me"]["id"], "alice");
+    assert_eq!(answer["data"]["me"]["id"], alice);
     let mut ws = WsClient::connect(addr, "graphql-transport-ws").await;
     ws.init(json!({ "authorization": format!("Bearer {token}") }))
         .await;
@@ -157,7 +158,7 @@ async fn json_logs_carry_each_operations_name_user_and_request_id() {
             .unwrap_or_else(|| panic!("no operation line for {name} in\n{logs}"))
     };
     let http = operation("WhoAmI");
-    assert_eq!(http["span"]["user"], "alice");
+    assert_eq!(http["span"]["user"], alice);
     let request = http["spans"]
         .as_array()
         .expect("spans")
@@ -171,7 +172,7 @@ async fn json_logs_carry_each_operations_name_user_and_request_id() {
         .find(|s| s["name"] == "graphql" && s["operation"] == "OverSocket");
     let socket_span =
         socket_span.unwrap_or_else(|| panic!("no span for the socket operation in\n{logs}"));
-    assert_eq!(socket_span["user"], "alice");
+    assert_eq!(socket_span["user"], alice);
     assert!(
         socket_span["request_id"]
             .as_str()

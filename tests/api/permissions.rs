@@ -40,7 +40,7 @@ fn token_for(app: &TestApp, caller: Caller) -> Option<String> {
         Caller::NonMember => Some(app.token("stranger")),
         Caller::NoToken => None,
         Caller::Expired => Some(app.token_with(&Claims {
-            sub: "owner".into(),
+            sub: app.user("owner"),
             name: Some("Owner".into()),
             avatar: None,
             exp: now - 60,
@@ -49,7 +49,12 @@ fn token_for(app: &TestApp, caller: Caller) -> Option<String> {
         })),
         Caller::WrongSignature => Some(
             JwtKeys::new(b"some-other-secret-some-other-secret!")
-                .mint("owner", "Owner", None, std::time::Duration::from_secs(600))
+                .mint(
+                    &app.user("owner"),
+                    "Owner",
+                    None,
+                    std::time::Duration::from_secs(600),
+                )
                 .expect("mint"),
         ),
         Caller::AlgNone => {
@@ -78,6 +83,8 @@ fn expected(caller: Caller, needs: &str) -> Option<&'static str> {
 struct Fixture {
     project: String,
     task: Value,
+    /// The id of the member the owner removes.
+    leaver: String,
 }
 
 async fn fixture(app: &TestApp) -> Fixture {
@@ -90,7 +97,11 @@ async fn fixture(app: &TestApp) -> Fixture {
     // The non-member must exist as a user, so that "not found" is about membership.
     app.ok(&app.token("stranger"), "{ me { id } }", json!({}))
         .await;
-    Fixture { project, task }
+    Fixture {
+        project,
+        task,
+        leaver: app.user("leaver"),
+    }
 }
 
 /// (operation, role it needs, query, variables).
@@ -143,8 +154,8 @@ fn operations(f: &Fixture) -> Vec<(&'static str, &'static str, &'static str, Val
         (
             "remove member",
             "OWNER",
-            "mutation($p: ID!) { removeMember(projectId: $p, userId: \"leaver\") }",
-            json!({ "p": p }),
+            "mutation($p: ID!, $u: ID!) { removeMember(projectId: $p, userId: $u) }",
+            json!({ "p": p, "u": f.leaver }),
         ),
         (
             "delete task",

@@ -45,9 +45,9 @@ async fn a_hash_is_answered_after_the_query_was_sent_once() {
         json!({ "query": QUERY, "extensions": extension(&hash(QUERY)) }),
     )
     .await;
-    assert_eq!(full["data"]["me"]["id"], "alice");
+    assert_eq!(full["data"]["me"]["id"], app.user("alice"));
     let (_, hit) = post(&app, json!({ "extensions": extension(&hash(QUERY)) })).await;
-    assert_eq!(hit["data"]["me"]["id"], "alice");
+    assert_eq!(hit["data"]["me"]["id"], app.user("alice"));
     // Apollo can send hashed queries over GET.
     let response = app
         .client
@@ -59,7 +59,7 @@ async fn a_hash_is_answered_after_the_query_was_sent_once() {
         .unwrap();
     assert_eq!(
         response.json::<Value>().await.unwrap()["data"]["me"]["id"],
-        "alice"
+        app.user("alice")
     );
 
     let (status, wrong) = post(
@@ -99,5 +99,5 @@ async fn the_cache_is_shared_by_instances_through_redis() {
     )
     .await;
     let (_, hit) = post(&b, json!({ "extensions": extension(&hash(&query)) })).await;
-    assert_eq!(hit["data"]["me"]["id"], "alice", "{hit}");
+    assert_eq!(hit["data"]["me"]["id"], a.user("alice"), "{hit}");
 }

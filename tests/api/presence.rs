@@ -23,11 +23,11 @@ pub async fn present(app: &TestApp, token: &str, project: &str) -> Vec<String> {
         .as_array()
         .expect("a list")
         .iter()
-        .map(|p| p["user"]["id"].as_str().expect("an id").to_owned())
+        .map(|p| app.name_of(p["user"]["id"].as_str().expect("an id")))
         .collect()
 }
 
-/// Waits until `presence` lists exactly `users`.
+/// Waits until `presence` lists exactly `users` (names of this test's users).
 pub async fn until_present(app: &TestApp, token: &str, project: &str, users: &[&str]) {
     for _ in 0..100 {
         let mut now = present(app, token, project).await;
@@ -66,7 +66,7 @@ async fn joining_a_second_tab_focusing_and_leaving_produce_one_event_each() {
     assert_eq!(presence_event(&joined)["kind"], "JOINED");
     assert_eq!(
         presence_event(&joined)["user"],
-        json!({ "id": "bob", "name": "Bob" })
+        json!({ "id": app.user("bob"), "name": "Bob" })
     );
     let mut tab2 = app.ws(&bob).await;
     tab2.subscribe("p", EVENTS, json!({ "p": project })).await;
@@ -107,7 +107,7 @@ async fn joining_a_second_tab_focusing_and_leaving_produce_one_event_each() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["user"]["id"] == "bob")
+        .find(|p| p["user"]["id"] == app.user("bob"))
         .unwrap()
         .clone();
     assert_eq!(bob_entry["focusTaskId"], task["id"]);
@@ -122,7 +122,7 @@ async fn joining_a_second_tab_focusing_and_leaving_produce_one_event_each() {
     tab2.close().await;
     let left = watcher.next().await.unwrap();
     assert_eq!(presence_event(&left)["kind"], "LEFT");
-    assert_eq!(presence_event(&left)["user"]["id"], "bob");
+    assert_eq!(presence_event(&left)["user"]["id"], app.user("bob"));
     until_present(&app, &alice, &project, &["alice"]).await;
 }
 
@@ -163,7 +163,7 @@ async fn presence_is_shared_across_instances_through_redis() {
     on_b.subscribe("p", EVENTS, json!({ "p": project })).await;
     let joined = on_a.next().await.unwrap();
     assert_eq!(presence_event(&joined)["kind"], "JOINED");
-    assert_eq!(presence_event(&joined)["user"]["id"], "bob");
+    assert_eq!(presence_event(&joined)["user"]["id"], b.user("bob"));
     // A second tab of bob's on the other instance is no second JOINED.
     let mut bob_on_a = a.ws(&bob).await;
     bob_on_a
@@ -220,7 +220,7 @@ async fn the_users_of_a_killed_instance_are_marked_left_within_the_timeout() {
     let killed_at = std::time::Instant::now();
     let left = on_a.next().await.unwrap();
     assert_eq!(presence_event(&left)["kind"], "LEFT");
-    assert_eq!(presence_event(&left)["user"]["id"], "bob");
+    assert_eq!(presence_event(&left)["user"]["id"], a.user("bob"));
     assert!(
         killed_at.elapsed() < Duration::from_secs(6),
         "LEFT took {:?}",

@@ -24,7 +24,7 @@ async fn a_created_project_is_owned_by_its_creator_and_listed() {
     assert_eq!(project["lastSeq"], 0, "createProject writes no event");
     assert_eq!(
         project["members"],
-        json!([{ "role": "OWNER", "user": { "id": "alice", "name": "Alice" } }])
+        json!([{ "role": "OWNER", "user": { "id": app.user("alice"), "name": "Alice" } }])
     );
 
     let listed = app.ok(&alice, "{ projects { id name } }", json!({})).await;

@@ -36,9 +36,9 @@ async fn rate_limits_and_persisted_queries_work_locally_while_redis_is_away_and_
         json!({ "query": query, "extensions": extension(&hash(query)) }),
     )
     .await;
-    assert_eq!(full["data"]["me"]["id"], "alice", "{full}");
+    assert_eq!(full["data"]["me"]["id"], a.user("alice"), "{full}");
     let (_, hit) = post(&a, json!({ "extensions": extension(&hash(query)) })).await;
-    assert_eq!(hit["data"]["me"]["id"], "alice", "{hit}");
+    assert_eq!(hit["data"]["me"]["id"], a.user("alice"), "{hit}");
     // Rate limits: A's own bucket still limits.
     let carol = a.token("carol");
     for i in 0..3 {

@@ -92,7 +92,7 @@ async fn a_variable_used_only_in_a_directive_on_typename_is_used() {
     for include in [true, false] {
         let response = app.gql(Some(&alice), query, json!({ "b": include })).await;
         assert!(response.get("errors").is_none(), "{response}");
-        assert_eq!(response["data"]["me"]["id"], "alice");
+        assert_eq!(response["data"]["me"]["id"], app.user("alice"));
         assert_eq!(response["data"].get("t").is_some(), include, "{response}");
     }
     // Over GET too.

@@ -69,7 +69,10 @@ async fn an_event_carries_the_task_its_users_and_the_client_mutation_id() {
     assert_eq!(event["seq"], 1);
     assert_eq!(event["kind"], "TASK_CREATED");
     assert_eq!(event["clientMutationId"], "c-1");
-    assert_eq!(event["actor"], json!({ "id": "alice", "name": "Alice" }));
+    assert_eq!(
+        event["actor"],
+        json!({ "id": app.user("alice"), "name": "Alice" })
+    );
     assert_eq!(event["task"]["title"], "Live");
     assert_eq!(event["task"]["createdBy"]["name"], "Alice");
 }
@@ -155,8 +158,8 @@ async fn a_removed_member_s_subscription_ends_with_forbidden() {
     assert_eq!(ws.next_event("e").await["seq"], 2);
     app.ok(
         &alice,
-        "mutation($p: ID!) { removeMember(projectId: $p, userId: \"bob\") }",
-        json!({ "p": project }),
+        "mutation($p: ID!, $u: ID!) { removeMember(projectId: $p, userId: $u) }",
+        json!({ "p": project, "u": app.user("bob") }),
     )
     .await;
     let ended = ws.next().await.expect("a message");
@@ -231,7 +234,7 @@ async fn queries_and_mutations_also_run_over_the_socket() {
     let mut ws = app.ws(&alice).await;
     ws.subscribe("q", "{ me { id } }", json!({})).await;
     let answer = ws.next().await.expect("next");
-    assert_eq!(answer["payload"]["data"]["me"]["id"], "alice");
+    assert_eq!(answer["payload"]["data"]["me"]["id"], app.user("alice"));
     assert_eq!(
         ws.next().await.expect("complete"),
         json!({ "type": "complete", "id": "q" })
@@ -248,7 +251,7 @@ async fn a_subscriber_that_falls_far_behind_its_room_catches_up_from_the_log() {
     let project_id = uuid::Uuid::parse_str(&project).unwrap();
     let stream = tasknest::realtime::stream::project_events(
         app.state.realtime.hub.clone(),
-        tasknest::realtime::stream::Subscriber::User("alice".into()),
+        tasknest::realtime::stream::Subscriber::User(app.user("alice")),
         project_id,
         Some(0),
     );
@@ -318,8 +321,8 @@ async fn identical_live_subscriptions_share_one_execution_and_still_check_each_m
     }
     app.ok(
         &alice,
-        "mutation($p: ID!) { removeMember(projectId: $p, userId: \"bob\") }",
-        json!({ "p": project }),
+        "mutation($p: ID!, $u: ID!) { removeMember(projectId: $p, userId: $u) }",
+        json!({ "p": project, "u": app.user("bob") }),
     )
     .await;
     let bob = &mut clients[1];

@@ -56,7 +56,7 @@ async fn an_update_bumps_the_version_and_logs_only_changed_fields() {
         &app,
         &alice,
         &task["id"],
-        json!({ "title": "T", "status": "IN_PROGRESS", "assigneeId": "bob", "dueAt": "2027-01-02T03:04:05+00:00" }),
+        json!({ "title": "T", "status": "IN_PROGRESS", "assigneeId": app.user("bob"), "dueAt": "2027-01-02T03:04:05+00:00" }),
         None,
     )
     .await;
@@ -64,13 +64,13 @@ async fn an_update_bumps_the_version_and_logs_only_changed_fields() {
     assert_eq!(result["merged"], false);
     assert_eq!(result["task"]["version"], 2);
     assert_eq!(result["task"]["status"], "IN_PROGRESS");
-    assert_eq!(result["task"]["assignee"]["id"], "bob");
+    assert_eq!(result["task"]["assignee"]["id"], app.user("bob"));
     assert_eq!(result["task"]["dueAt"], "2027-01-02T03:04:05+00:00");
     let events = app.events(&alice, &project, 2).await;
     assert_eq!(events["events"][0]["kind"], "TASK_UPDATED");
     assert_eq!(
         events["events"][0]["changes"],
-        json!({ "status": "IN_PROGRESS", "assigneeId": "bob", "dueAt": "2027-01-02T03:04:05+00:00" }),
+        json!({ "status": "IN_PROGRESS", "assigneeId": app.user("bob"), "dueAt": "2027-01-02T03:04:05+00:00" }),
         "title did not change, so it is not in changes"
     );
 

@@ -89,7 +89,7 @@ async fn an_expiring_token_closes_the_connection_with_4403() {
     let app = spawn_app().await;
     let now = chrono::Utc::now().timestamp();
     let token = app.token_with(&Claims {
-        sub: "alice".into(),
+        sub: app.user("alice"),
         name: Some("Alice".into()),
         avatar: None,
         exp: now + 2,

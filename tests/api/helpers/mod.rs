@@ -3,6 +3,7 @@
 
 mod proxy;
 mod redis;
+mod template;
 mod ws;
 
 pub use proxy::TcpProxy;
@@ -28,6 +29,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     pub keys: JwtKeys,
+    /// What makes this test's user ids its own: tests share one Redis, where rate limits
+    /// and presence are keyed by user.
+    pub users: String,
     _db: Option<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -63,27 +67,32 @@ pub fn require_postgres(test: &str) -> Option<String> {
 }
 
 impl TestDb {
-    /// A fresh, empty database on the configured backend.
+    /// A fresh, migrated database on the configured backend, copied from the run's
+    /// template (migrating every test's database from nothing would cost far more).
     pub async fn create() -> (Self, String) {
         match postgres_url() {
             Some(admin_url) => {
                 let name = format!("tasknest_test_{}", Uuid::new_v4().simple());
+                let template = template::postgres(&admin_url);
                 let admin = sea_orm::Database::connect(&admin_url)
                     .await
                     .expect("connect to TEST_DATABASE_URL");
                 use sea_orm::ConnectionTrait;
                 admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .execute_unprepared(&format!(
+                        "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+                    ))
                     .await
                     .expect("create test database");
                 admin.close().await.ok();
-                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
-                url.set_path(&name);
-                (Self::Postgres { admin_url, name }, url.to_string())
+                let url = template::database_url(&admin_url, &name);
+                (Self::Postgres { admin_url, name }, url)
             }
             None => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("tasknest.db").display());
+                let file = dir.path().join("tasknest.db");
+                std::fs::copy(template::sqlite(), &file).expect("copy the template database");
+                let url = format!("sqlite://{}", file.display());
                 (Self::Sqlite(dir), url)
             }
         }
@@ -125,23 +134,37 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the app on a fresh database, with settings changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let (db, url) = TestDb::create().await;
-    start(url, Some(db), configure).await
+    start(url, Some(db), None, configure).await
 }
 
 /// Starts the app on `db`, reached at `url` (a proxy in front of it, say).
 pub async fn spawn_app_on(db: TestDb, url: String, configure: impl FnOnce(&mut Config)) -> TestApp {
-    start(url, Some(db), configure).await
+    start(url, Some(db), None, configure).await
 }
 
 /// Starts another instance on `other`'s database (several instances, one database).
 pub async fn spawn_app_sharing(other: &TestApp, configure: impl FnOnce(&mut Config)) -> TestApp {
-    start(other.database_url.clone(), None, configure).await
+    start(
+        other.database_url.clone(),
+        None,
+        Some(other.users.clone()),
+        configure,
+    )
+    .await
 }
 
-async fn start(url: String, db: Option<TestDb>, configure: impl FnOnce(&mut Config)) -> TestApp {
+async fn start(
+    url: String,
+    db: Option<TestDb>,
+    users: Option<String>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     init_test_tracing();
-    let mut config = Config::for_tests(url.clone(), SECRET);
+    let mut config = Config::for_tests(url.clone(), SECRET).expect("the defaults parse");
     config.gap_check_interval = Duration::from_millis(200);
+    // Tests drive far more writes than a person would; the limiter has its own tests.
+    config.rate_burst = 1_000_000;
+    config.rate_per_second = 1_000_000.0;
     configure(&mut config);
     let app = Application::build(config).await.expect("app builds");
     let addr = app.local_addr();
@@ -159,6 +182,7 @@ async fn start(url: String, db: Option<TestDb>, configure: impl FnOnce(&mut Conf
             .expect("http client"),
         state,
         keys: JwtKeys::new(SECRET.as_bytes()),
+        users: users.unwrap_or_else(|| Uuid::new_v4().simple().to_string()[..8].to_owned()),
         _db: db,
         shutdown: Some(tx),
         stopped: Some(stopped),
@@ -231,14 +255,27 @@ impl TestApp {
         format!("http://{}/graphql", self.addr)
     }
 
-    /// A valid token for `sub`, named after it with a capital letter.
-    pub fn token(&self, sub: &str) -> String {
-        let mut name = sub.to_owned();
-        if let Some(first) = name.get_mut(0..1) {
+    /// This test's user called `name`: its id (`name-<this test's suffix>`).
+    pub fn user(&self, name: &str) -> String {
+        format!("{name}-{}", self.users)
+    }
+
+    /// The name of this test's user `id` (its id without the suffix).
+    pub fn name_of(&self, id: &str) -> String {
+        id.strip_suffix(&format!("-{}", self.users))
+            .unwrap_or(id)
+            .to_owned()
+    }
+
+    /// A valid token for this test's user `name`, displayed as the name with a capital
+    /// letter.
+    pub fn token(&self, name: &str) -> String {
+        let mut display = name.to_owned();
+        if let Some(first) = display.get_mut(0..1) {
             first.make_ascii_uppercase();
         }
         self.keys
-            .mint(sub, &name, None, Duration::from_secs(3600))
+            .mint(&self.user(name), &display, None, Duration::from_secs(3600))
             .expect("mint")
     }
 
@@ -282,12 +319,12 @@ impl TestApp {
         data["createProject"]["id"].as_str().expect("id").to_owned()
     }
 
-    /// Adds `user` to a project with `role`, as `token` (an owner).
+    /// Adds this test's user `user` (a name) to a project with `role`, as `token` (an owner).
     pub async fn add_member(&self, token: &str, project: &str, user: &str, role: &str) {
         self.ok(
             token,
             "mutation($p: ID!, $u: ID!, $r: Role!) { addMember(projectId: $p, userId: $u, role: $r) { role } }",
-            json!({ "p": project, "u": user, "r": role }),
+            json!({ "p": project, "u": self.user(user), "r": role }),
         )
         .await;
     }

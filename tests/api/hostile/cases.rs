@@ -98,7 +98,7 @@ fn create(project: &str, input: Value) -> Value {
 }
 
 pub fn cases(app: &TestApp, project: &str, task_id: &str) -> Vec<Case> {
-    let valid = json!({ "sub": "alice", "name": "Alice", "exp": now() + 600 });
+    let valid = json!({ "sub": app.user("alice"), "name": "Alice", "exp": now() + 600 });
     let deep = format!(
         "{{ me {}{}{} }}",
         "{ projects { members { user ".repeat(6),
