@@ -34,7 +34,7 @@ pub use config::Config;
 pub use state::AppState;
 
 use crate::auth::{JwtKeys, UserDirectory};
-use crate::events::log::EventLog;
+use crate::events::txn::EventLog;
 use crate::metrics::Metrics;
 use crate::presence::{
     FallbackStore, MemoryStore, Presence, PresenceSettings, PresenceStore, RedisStore,

@@ -135,7 +135,7 @@ impl Default for Metrics {
         );
         registry.register(
             "redis_up",
-            "1 when the Redis bus is connected (absent: in-process bus)",
+            "1 when the Redis bus is connected (absent: a single instance without Redis)",
             metrics.redis_up.clone(),
         );
         registry.register(

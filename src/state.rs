@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{JwtKeys, UserDirectory};
 use crate::config::Config;
 use crate::error::AppError;
-use crate::events::log::EventLog;
+use crate::events::txn::EventLog;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;

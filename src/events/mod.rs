@@ -7,6 +7,7 @@ pub mod log;
 pub mod payload;
 pub mod retention;
 pub mod service;
+pub mod txn;
 
 pub use committed::CommittedEvent;
 pub use payload::{EventPayload, UserSnapshot};

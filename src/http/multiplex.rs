@@ -34,13 +34,30 @@ pub struct SharedMessage {
 }
 
 /// What can be shared: a live `projectEvents` subscription (see [`Analysis::live_project`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Two keys are the same operation when project, document, variables (compared by their
+/// JSON) and operation name are.
+#[derive(Debug, Clone)]
 pub struct GroupKey {
     /// The project whose events the group executes.
     pub project_id: Uuid,
     query: String,
-    variables: String,
+    variables: Variables,
+    variables_json: String,
     operation_name: Option<String>,
+}
+
+impl PartialEq for GroupKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl Eq for GroupKey {}
+
+impl std::hash::Hash for GroupKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.identity().hash(state);
+    }
 }
 
 impl GroupKey {
@@ -49,15 +66,24 @@ impl GroupKey {
         Some(Self {
             project_id: analysis.live_project?,
             query: request.query.clone(),
-            variables: serde_json::to_string(&request.variables).ok()?,
+            variables: request.variables.clone(),
+            variables_json: serde_json::to_string(&request.variables).ok()?,
             operation_name: request.operation_name.clone(),
         })
     }
 
+    fn identity(&self) -> (&Uuid, &str, &str, Option<&str>) {
+        (
+            &self.project_id,
+            &self.query,
+            &self.variables_json,
+            self.operation_name.as_deref(),
+        )
+    }
+
     /// A fresh request for this key's operation.
     pub fn request(&self) -> Request {
-        let variables = serde_json::from_str(&self.variables).unwrap_or_default();
-        let request = Request::new(self.query.clone()).variables(Variables::from_json(variables));
+        let request = Request::new(self.query.clone()).variables(self.variables.clone());
         match &self.operation_name {
             Some(name) => request.operation_name(name.clone()),
             None => request,

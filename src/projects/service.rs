@@ -15,7 +15,8 @@ use crate::entities::events::EventKind;
 use crate::entities::project_members::{self, Role};
 use crate::entities::projects;
 use crate::error::AppError;
-use crate::events::log::{EventLog, NewEvent};
+use crate::events::log::NewEvent;
+use crate::events::txn::EventLog;
 use crate::validate;
 
 /// A project as one viewer sees it.

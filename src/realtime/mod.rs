@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::entities::events;
 use crate::events::CommittedEvent;
-use crate::events::log::Announce;
+use crate::events::txn::Announce;
 use crate::metrics::Metrics;
 
 pub use bus::{Bus, BusStatus, ChannelHandler, Channels, LocalBus};

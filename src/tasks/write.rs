@@ -20,7 +20,8 @@ use crate::entities::events::EventKind;
 use crate::entities::project_members::Role;
 use crate::entities::tasks::{self, TaskStatus};
 use crate::error::AppError;
-use crate::events::log::{self, EventLog, LogTxn, NewEvent, SeqLock};
+use crate::events::log::{self, NewEvent, SeqLock};
+use crate::events::txn::{EventLog, LogTxn};
 use crate::idempotency;
 use crate::projects::access;
 

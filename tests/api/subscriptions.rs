@@ -1,4 +1,4 @@
-//! `projectEvents` over graphql-ws on one instance (the in-process bus): fan-out, replay,
+//! `projectEvents` over graphql-ws on one instance (no Redis): fan-out, replay,
 //! catch-up, removal, deletion, and shutdown.
 
 use serde_json::{Value, json};
