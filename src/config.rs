@@ -80,6 +80,46 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
     pub jwt_secret: Option<String>,
 
+    /// An identity provider's public key (PEM file); its tokens are accepted beside HS256
+    /// ones. The key only verifies tokens of `JWT_PUBLIC_KEY_ALG`.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// The algorithm `JWT_PUBLIC_KEY_FILE`'s key is pinned to: RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256, ES384 or EdDSA.
+    #[arg(long, env = "JWT_PUBLIC_KEY_ALG", default_value = "RS256", value_parser = parse_public_key_alg)]
+    pub jwt_public_key_alg: jsonwebtoken::Algorithm,
+
+    /// The `iss` an identity provider's tokens must carry (unset: not checked).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` an identity provider's tokens must carry (unset: not checked).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The claim holding the user id.
+    #[arg(long, env = "JWT_CLAIM_USER_ID", default_value = "sub")]
+    pub jwt_claim_user_id: String,
+
+    /// The claims tried for the display name, in order (comma-separated); none: the user id.
+    #[arg(
+        long,
+        env = "JWT_CLAIM_NAME",
+        value_delimiter = ',',
+        default_value = "name,preferred_username,email"
+    )]
+    pub jwt_claim_name: Vec<String>,
+
+    /// The claims tried for the avatar URL, in order (comma-separated).
+    #[arg(
+        long,
+        env = "JWT_CLAIM_AVATAR",
+        value_delimiter = ',',
+        default_value = "picture,avatar"
+    )]
+    pub jwt_claim_avatar: Vec<String>,
+
     /// Address to listen on; port 0 picks a free port.
     #[arg(long = "addr", env = "TASKNEST_ADDR", default_value = "127.0.0.1:8000", value_parser = parse_addr)]
     pub addr: SocketAddr,
@@ -213,6 +253,18 @@ fn parse_jwt_secret(value: &str) -> Result<String, String> {
         return Err("JWT_SECRET must be at least 32 bytes long".to_owned());
     }
     Ok(value.to_owned())
+}
+
+fn parse_public_key_alg(value: &str) -> Result<jsonwebtoken::Algorithm, String> {
+    use jsonwebtoken::Algorithm::*;
+    match value.parse::<jsonwebtoken::Algorithm>() {
+        Ok(alg @ (RS256 | RS384 | RS512 | PS256 | PS384 | PS512 | ES256 | ES384 | EdDSA)) => {
+            Ok(alg)
+        }
+        _ => Err(format!(
+            "JWT_PUBLIC_KEY_ALG: {value} is not a public-key algorithm (RS256, ES256, EdDSA, …)"
+        )),
+    }
 }
 
 fn parse_addr(value: &str) -> Result<SocketAddr, String> {

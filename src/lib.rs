@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use state::AppState;
 
-use crate::auth::{JwtKeys, UserDirectory};
+use crate::auth::{UserDirectory, Verifier};
 use crate::events::txn::EventLog;
 use crate::metrics::Metrics;
 use crate::presence::{
@@ -125,7 +125,7 @@ impl Application {
             config: Arc::new(config.clone()),
             events: EventLog::new(db.clone(), Arc::new(realtime.clone())),
             db,
-            keys: Arc::new(JwtKeys::new(secret.as_bytes())),
+            verifier: Arc::new(Verifier::from_config(&config, secret.as_bytes())?),
             users: Arc::new(UserDirectory::default()),
             realtime,
             conflicts,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{JwtKeys, UserDirectory};
+use crate::auth::{UserDirectory, Verifier};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::events::txn::EventLog;
@@ -23,8 +23,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The connection pool (SQLite: one connection; PostgreSQL: a pool).
     pub db: DatabaseConnection,
-    /// JWT signing and verification keys.
-    pub keys: Arc<JwtKeys>,
+    /// Checks bearer tokens (the server's HS256 secret, an identity provider's key).
+    pub verifier: Arc<Verifier>,
     /// Creates and refreshes user rows from token claims, with a cache to skip no-op writes.
     pub users: Arc<UserDirectory>,
     /// Rooms and the bus.

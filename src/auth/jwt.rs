@@ -1,14 +1,10 @@
-//! HS256 tokens: minting for `tasknest token` and the dev banner, checking for requests.
+//! HS256 tokens: minting for `tasknest token`, the dev banner and tests (checking them is
+//! the [`super::Verifier`]'s).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
-
-use super::Viewer;
-
-/// Clock skew tolerated on `exp` and `nbf`, in seconds (the crate's default is 60).
-const LEEWAY_SECS: u64 = 5;
 
 /// The claims TaskNest reads. Other claims are ignored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,23 +59,13 @@ impl TokenError {
 /// Keys and validation rules for one HS256 secret.
 pub struct JwtKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
 }
 
 impl JwtKeys {
     /// Keys for `secret`.
     pub fn new(secret: &[u8]) -> Self {
-        // Pinned to HS256: `none`, RS256 or HS512 tokens fail with InvalidAlgorithm.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
         }
     }
 
@@ -111,45 +97,6 @@ impl JwtKeys {
             &self.encoding,
         )?)
     }
-
-    /// Checks a token and returns the viewer it names.
-    pub fn verify(&self, token: &str) -> Result<Viewer, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|err| match err.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::InvalidSignature
-                | ErrorKind::InvalidAlgorithm
-                | ErrorKind::InvalidAlgorithmName
-                | ErrorKind::InvalidKeyFormat => TokenError::BadSignature,
-                _ => TokenError::Malformed,
-            })?;
-        let claims = data.claims;
-        for (field, text) in [
-            ("token.sub", Some(&claims.sub)),
-            ("token.name", claims.name.as_ref()),
-            ("token.avatar", claims.avatar.as_ref()),
-        ] {
-            if text.is_some_and(|t| t.contains('\0')) {
-                return Err(TokenError::BadClaim(field));
-            }
-        }
-        let sub = claims.sub.trim();
-        if sub.is_empty() || sub.chars().count() > 255 || sub.chars().any(char::is_control) {
-            return Err(TokenError::Malformed);
-        }
-        let name = claims
-            .name
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| sub.to_owned());
-        Ok(Viewer {
-            user_id: sub.to_owned(),
-            name: name.chars().take(255).collect(),
-            avatar_url: claims.avatar.filter(|a| !a.is_empty() && a.len() <= 2048),
-            expires_at: claims.exp,
-        })
-    }
 }
 
 /// Seconds since the Unix epoch.
@@ -162,6 +109,7 @@ pub fn unix_now() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Verifier;
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -172,7 +120,7 @@ mod tests {
         let token = keys
             .mint("alice", "Alice", None, Duration::from_secs(60))
             .unwrap();
-        let viewer = keys.verify(&token).unwrap();
+        let viewer = Verifier::session_only(SECRET).verify(&token).unwrap();
         assert_eq!(viewer.user_id, "alice");
         assert_eq!(viewer.name, "Alice");
     }
@@ -189,7 +137,7 @@ mod tests {
             iat: None,
         };
         assert_eq!(
-            keys.verify(&keys.sign(&claims).unwrap()),
+            Verifier::session_only(SECRET).verify(&keys.sign(&claims).unwrap()),
             Err(TokenError::Expired)
         );
     }
@@ -199,7 +147,7 @@ mod tests {
         let other = JwtKeys::new(b"another-secret-another-secret-xx");
         let token = other.mint("a", "A", None, Duration::from_secs(60)).unwrap();
         assert_eq!(
-            JwtKeys::new(SECRET).verify(&token),
+            Verifier::session_only(SECRET).verify(&token),
             Err(TokenError::BadSignature)
         );
     }

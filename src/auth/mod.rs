@@ -3,9 +3,11 @@
 
 mod directory;
 mod jwt;
+mod verifier;
 
 pub use directory::UserDirectory;
 pub use jwt::{Claims, JwtKeys, TokenError, unix_now};
+pub use verifier::{ClaimNames, LEEWAY_SECS, Verifier};
 
 use async_graphql::Context;
 

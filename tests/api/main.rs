@@ -15,6 +15,7 @@ mod faults;
 mod generated;
 mod hostile;
 mod http;
+mod identity;
 mod members;
 mod multi_instance;
 mod observability;

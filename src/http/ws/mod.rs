@@ -300,7 +300,7 @@ impl Connection {
         let viewer = self
             .state
             .app
-            .keys
+            .verifier
             .verify(token)
             .map_err(|_| Close(4403, "Forbidden"))?;
         if let Err(err) = self
