@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
     pub jwt_secret: Option<String>,
 
+    /// An identity provider's JWKS URL (its published signing keys, fetched and kept fresh);
+    /// its tokens are accepted beside HS256 ones.
+    #[arg(long, env = "JWT_JWKS_URL", value_parser = parse_jwks_url)]
+    pub jwt_jwks_url: Option<String>,
+
     /// An identity provider's public key (PEM file); its tokens are accepted beside HS256
     /// ones. The key only verifies tokens of `JWT_PUBLIC_KEY_ALG`.
     #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
@@ -253,6 +258,13 @@ fn parse_jwt_secret(value: &str) -> Result<String, String> {
         return Err("JWT_SECRET must be at least 32 bytes long".to_owned());
     }
     Ok(value.to_owned())
+}
+
+fn parse_jwks_url(value: &str) -> Result<String, String> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") => Ok(value.to_owned()),
+        _ => Err(format!("JWT_JWKS_URL: {value} is not an http(s) URL")),
+    }
 }
 
 fn parse_public_key_alg(value: &str) -> Result<jsonwebtoken::Algorithm, String> {

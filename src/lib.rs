@@ -116,6 +116,8 @@ impl Application {
                 .map(redis_bus::lazy_connection)
                 .transpose()?,
         ));
+        let verifier = Arc::new(Verifier::from_config(&config, secret.as_bytes())?);
+        verifier.start(shutdown.clone());
         let realtime = Realtime {
             hub,
             bus,
@@ -125,7 +127,7 @@ impl Application {
             config: Arc::new(config.clone()),
             events: EventLog::new(db.clone(), Arc::new(realtime.clone())),
             db,
-            verifier: Arc::new(Verifier::from_config(&config, secret.as_bytes())?),
+            verifier,
             users: Arc::new(UserDirectory::default()),
             realtime,
             conflicts,

@@ -114,19 +114,19 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-    #[test]
-    fn a_minted_token_verifies() {
+    #[tokio::test]
+    async fn a_minted_token_verifies() {
         let keys = JwtKeys::new(SECRET);
         let token = keys
             .mint("alice", "Alice", None, Duration::from_secs(60))
             .unwrap();
-        let viewer = Verifier::session_only(SECRET).verify(&token).unwrap();
+        let viewer = Verifier::session_only(SECRET).verify(&token).await.unwrap();
         assert_eq!(viewer.user_id, "alice");
         assert_eq!(viewer.name, "Alice");
     }
 
-    #[test]
-    fn a_token_past_the_leeway_is_expired() {
+    #[tokio::test]
+    async fn a_token_past_the_leeway_is_expired() {
         let keys = JwtKeys::new(SECRET);
         let claims = Claims {
             sub: "a".into(),
@@ -137,17 +137,19 @@ mod tests {
             iat: None,
         };
         assert_eq!(
-            Verifier::session_only(SECRET).verify(&keys.sign(&claims).unwrap()),
+            Verifier::session_only(SECRET)
+                .verify(&keys.sign(&claims).unwrap())
+                .await,
             Err(TokenError::Expired)
         );
     }
 
-    #[test]
-    fn a_token_from_another_secret_is_refused() {
+    #[tokio::test]
+    async fn a_token_from_another_secret_is_refused() {
         let other = JwtKeys::new(b"another-secret-another-secret-xx");
         let token = other.mint("a", "A", None, Duration::from_secs(60)).unwrap();
         assert_eq!(
-            Verifier::session_only(SECRET).verify(&token),
+            Verifier::session_only(SECRET).verify(&token).await,
             Err(TokenError::BadSignature)
         );
     }

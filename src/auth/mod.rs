@@ -2,6 +2,7 @@
 //! the user rows kept in step with the claims.
 
 mod directory;
+mod jwks;
 mod jwt;
 mod verifier;
 

@@ -1,15 +1,20 @@
 //! Checking bearer tokens: HS256 ones signed with the server's own secret (development and
-//! `tasknest token`) and, when `JWT_PUBLIC_KEY_FILE` is set, an identity provider's. Each
-//! key verifies one algorithm only, chosen by the server, never by the token: `none`, an
+//! `tasknest token`) and, when `JWT_JWKS_URL` or `JWT_PUBLIC_KEY_FILE` is set, an identity
+//! provider's. Each key verifies one algorithm only, chosen by the server (or pinned by the
+//! key set), never by the token: `none`, an
 //! HMAC token made with the provider's public key as its secret (algorithm confusion) and
 //! any other algorithm are refused before a signature is looked at. `exp` is required,
 //! `nbf` is checked, the leeway is 5 seconds, and a provider's `iss` and `aud` are checked
 //! when configured. Which claims hold the user id, name and avatar is configurable.
 
+use std::sync::Arc;
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
+use super::jwks::Jwks;
 use super::{TokenError, Viewer};
 use crate::config::Config;
 
@@ -66,6 +71,10 @@ impl Default for ClaimNames {
 pub struct Verifier {
     session: Key,
     provider: Option<Key>,
+    /// The provider's key set, when it publishes one.
+    jwks: Option<Arc<Jwks>>,
+    /// Issuer and audience rules for the provider's tokens (the algorithm is the key's).
+    provider_rules: Validation,
     claims: ClaimNames,
 }
 
@@ -75,6 +84,8 @@ impl Verifier {
         Self {
             session: Key::new(DecodingKey::from_secret(secret), Algorithm::HS256),
             provider: None,
+            jwks: None,
+            provider_rules: Key::new(DecodingKey::from_secret(&[]), Algorithm::RS256).validation,
             claims: ClaimNames::default(),
         }
     }
@@ -88,6 +99,19 @@ impl Verifier {
             name: config.jwt_claim_name.clone(),
             avatar: config.jwt_claim_avatar.clone(),
         };
+        let rules = &mut verifier.provider_rules;
+        if let Some(issuer) = &config.jwt_issuer {
+            rules.set_issuer(&[issuer]);
+            rules.required_spec_claims.insert("iss".into());
+        }
+        if let Some(audience) = &config.jwt_audience {
+            rules.set_audience(&[audience]);
+            rules.validate_aud = true;
+            rules.required_spec_claims.insert("aud".into());
+        }
+        if let Some(url) = &config.jwt_jwks_url {
+            verifier.jwks = Some(Jwks::new(url)?);
+        }
         if let Some(path) = &config.jwt_public_key_file {
             let pem = std::fs::read(path).map_err(|err| {
                 anyhow::anyhow!("JWT_PUBLIC_KEY_FILE: cannot read {}: {err}", path.display())
@@ -99,36 +123,69 @@ impl Verifier {
                     path.display()
                 )
             })?;
-            let mut key = Key::new(decoding, algorithm);
-            if let Some(issuer) = &config.jwt_issuer {
-                key.validation.set_issuer(&[issuer]);
-                key.validation.required_spec_claims.insert("iss".into());
-            }
-            if let Some(audience) = &config.jwt_audience {
-                key.validation.set_audience(&[audience]);
-                key.validation.validate_aud = true;
-                key.validation.required_spec_claims.insert("aud".into());
-            }
-            verifier.provider = Some(key);
+            let mut validation = verifier.provider_rules.clone();
+            validation.algorithms = vec![algorithm];
+            verifier.provider = Some(Key {
+                decoding,
+                validation,
+            });
         }
         Ok(verifier)
     }
 
+    /// Keeps the provider's key set fresh until `shutdown` (nothing without `JWT_JWKS_URL`).
+    pub fn start(&self, shutdown: CancellationToken) {
+        if let Some(jwks) = &self.jwks {
+            jwks.start(shutdown);
+        }
+    }
+
+    /// Why the provider's keys are unavailable, when a key set is configured and they are.
+    pub fn problem(&self) -> Option<String> {
+        self.jwks.as_ref().and_then(|jwks| jwks.problem())
+    }
+
+    /// Whether a provider's key set is configured.
+    pub fn uses_jwks(&self) -> bool {
+        self.jwks.is_some()
+    }
+
     /// Checks a token and returns the viewer it names.
-    pub fn verify(&self, token: &str) -> Result<Viewer, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<Viewer, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         // The token's `alg` only selects among the server's keys; each key checks its own.
-        let key = [Some(&self.session), self.provider.as_ref()]
+        let fixed = [Some(&self.session), self.provider.as_ref()]
             .into_iter()
             .flatten()
-            .find(|key| key.algorithm() == Some(header.alg))
-            .ok_or(TokenError::BadSignature)?;
-        let claims =
-            jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &key.validation)
-                .map_err(|err| classify(err.kind()))?
-                .claims;
+            .find(|key| key.algorithm() == Some(header.alg));
+        let claims = match (fixed, &self.jwks) {
+            (Some(key), _) => decode(token, &key.decoding, &key.validation)?,
+            (None, Some(jwks)) => {
+                let pinned = jwks
+                    .key(header.kid.as_deref())
+                    .await
+                    .ok_or(TokenError::BadSignature)?;
+                if pinned.algorithm != header.alg {
+                    return Err(TokenError::BadSignature);
+                }
+                let mut validation = self.provider_rules.clone();
+                validation.algorithms = vec![pinned.algorithm];
+                decode(token, &pinned.key, &validation)?
+            }
+            (None, None) => return Err(TokenError::BadSignature),
+        };
         viewer_from(&claims, &self.claims)
     }
+}
+
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Map<String, Value>, TokenError> {
+    jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|err| classify(err.kind()))
 }
 
 /// Parses a PEM public key for `algorithm`.

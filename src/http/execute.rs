@@ -97,7 +97,7 @@ pub(super) async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Auth
     let Some(token) = value.to_str().ok().and_then(auth::bearer_token) else {
         return Authentication::Invalid(auth::TokenError::Malformed);
     };
-    match state.app.verifier.verify(token) {
+    match state.app.verifier.verify(token).await {
         Ok(viewer) => {
             if let Err(err) = state.app.users.ensure(&state.app.db, &viewer).await {
                 // The request still runs; resolvers that need the row will fail on their own.

@@ -14,9 +14,10 @@ pub async fn live() -> &'static str {
     "ok"
 }
 
-/// Readiness: 200 while the database answers, 503 otherwise. Redis is reported on its own:
-/// when it is down the service still answers but real-time delivery across instances is
-/// degraded to the periodic log check.
+/// Readiness: 200 while the database answers, 503 otherwise. Redis and an identity
+/// provider's key set are reported on their own: when Redis is down real-time delivery
+/// across instances is degraded to the periodic log check; when the key set cannot be
+/// fetched the provider's tokens are refused (`jwks` says why).
 pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
     let database = match state.app.db.ping().await {
         Ok(()) => "up",
@@ -31,15 +32,18 @@ pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) 
         StatusCode::SERVICE_UNAVAILABLE
     };
     let redis = state.app.realtime.bus.status();
-    let overall = match (database, redis) {
-        ("up", BusStatus::Down) => "degraded",
-        ("up", _) => "ready",
+    // Provider tokens fail while the key set is away; the server's own tokens still work.
+    let identity = state.app.verifier.problem();
+    let overall = match (database, redis, &identity) {
+        ("up", BusStatus::Down, _) | ("up", _, Some(_)) => "degraded",
+        ("up", _, None) => "ready",
         _ => "unavailable",
     };
-    (
-        status,
-        Json(json!({ "status": overall, "database": database, "redis": redis.as_str() })),
-    )
+    let mut body = json!({ "status": overall, "database": database, "redis": redis.as_str() });
+    if state.app.verifier.uses_jwks() {
+        body["jwks"] = json!(identity.unwrap_or_else(|| "up".to_owned()));
+    }
+    (status, Json(body))
 }
 
 /// Prometheus metrics (OpenMetrics text). Status gauges are read at scrape time.

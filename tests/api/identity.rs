@@ -10,20 +10,23 @@ use tasknest::Config;
 
 use crate::helpers::{TestApp, WsClient, error_code, spawn_app_with};
 
-const ISSUER: &str = "https://idp.example.test/";
-const AUDIENCE: &str = "tasknest-api";
+pub const ISSUER: &str = "https://idp.example.test/";
+pub const AUDIENCE: &str = "tasknest-api";
 
 /// A provider's signing key, its public half as PEM, and the algorithm it signs with.
-struct ProviderKey {
-    algorithm: Algorithm,
-    encoding: EncodingKey,
+pub struct ProviderKey {
+    pub algorithm: Algorithm,
+    pub encoding: EncodingKey,
     public_pem: String,
+    /// The public key as a JWK, where the crate cannot derive it from `encoding`.
+    pub jwk: Option<Value>,
 }
 
-fn rsa_key() -> ProviderKey {
+pub fn rsa_key() -> ProviderKey {
     let private = rsa::RsaPrivateKey::new(&mut OsRng, 2048).expect("RSA key");
     let pem = private.to_pkcs8_pem(LineEnding::LF).expect("PEM");
     ProviderKey {
+        jwk: None,
         algorithm: Algorithm::RS256,
         encoding: EncodingKey::from_rsa_pem(pem.as_bytes()).expect("encoding key"),
         public_pem: private
@@ -33,10 +36,11 @@ fn rsa_key() -> ProviderKey {
     }
 }
 
-fn ec_key() -> ProviderKey {
+pub fn ec_key() -> ProviderKey {
     let secret = p256::SecretKey::random(&mut OsRng);
     let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("PEM");
     ProviderKey {
+        jwk: None,
         algorithm: Algorithm::ES256,
         encoding: EncodingKey::from_ec_pem(pem.as_bytes()).expect("encoding key"),
         public_pem: secret
@@ -46,10 +50,16 @@ fn ec_key() -> ProviderKey {
     }
 }
 
-fn ed25519_key() -> ProviderKey {
+pub fn ed25519_key() -> ProviderKey {
     let signing = ed25519_dalek::SigningKey::generate(&mut OsRng);
     let pem = signing.to_pkcs8_pem(LineEnding::LF).expect("PEM");
     ProviderKey {
+        jwk: Some(json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "x": base64_url_bytes(signing.verifying_key().as_bytes()),
+        })),
         algorithm: Algorithm::EdDSA,
         encoding: EncodingKey::from_ed_pem(pem.as_bytes()).expect("encoding key"),
         public_pem: signing
@@ -60,7 +70,7 @@ fn ed25519_key() -> ProviderKey {
 }
 
 impl ProviderKey {
-    fn sign(&self, claims: &Value) -> String {
+    pub fn sign(&self, claims: &Value) -> String {
         jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.encoding).expect("sign")
     }
 }
@@ -70,7 +80,7 @@ fn now() -> i64 {
 }
 
 /// Claims as a provider issues them, for this test's user `name`.
-fn provider_claims(app: &TestApp, name: &str) -> Value {
+pub fn provider_claims(app: &TestApp, name: &str) -> Value {
     json!({
         "iss": ISSUER,
         "aud": AUDIENCE,
@@ -103,7 +113,7 @@ async fn app_trusting(
     (app, dir)
 }
 
-const ME: &str = "{ me { id name avatarUrl } }";
+pub const ME: &str = "{ me { id name avatarUrl } }";
 
 #[tokio::test]
 async fn provider_tokens_signed_with_rsa_ec_or_ed25519_keys_are_accepted_over_http_and_graphql_ws()
@@ -254,6 +264,10 @@ async fn a_public_key_file_that_is_not_a_key_stops_the_start_with_a_clear_messag
 }
 
 fn base64_url(text: &str) -> String {
+    base64_url_bytes(text.as_bytes())
+}
+
+fn base64_url_bytes(bytes: &[u8]) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -16,6 +16,7 @@ mod generated;
 mod hostile;
 mod http;
 mod identity;
+mod jwks;
 mod members;
 mod multi_instance;
 mod observability;

@@ -302,6 +302,7 @@ impl Connection {
             .app
             .verifier
             .verify(token)
+            .await
             .map_err(|_| Close(4403, "Forbidden"))?;
         if let Err(err) = self
             .state
