@@ -64,6 +64,11 @@ impl JwksServer {
         *self.keys.lock().expect("keys") = keys.iter().map(|(key, kid)| jwk(key, kid)).collect();
     }
 
+    fn publish_json(&self, keys: &Value) {
+        *self.keys.lock().expect("keys") =
+            serde_json::from_value(keys.clone()).expect("JWKs from jose");
+    }
+
     fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
@@ -221,4 +226,45 @@ async fn a_provider_away_at_start_delays_only_its_own_tokens_and_is_picked_up_wh
     until(&app, &token, true, Duration::from_secs(15)).await;
     let (_, ready) = app.readiness().await;
     assert_eq!(ready["jwks"], "up", "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_made_by_the_jose_library_are_accepted() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    if !dir.join("node_modules").exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the jose test needs `npm ci --prefix tests/clients` (CI=true)");
+        }
+        eprintln!("SKIPPED: the jose test needs `npm ci --prefix tests/clients` and Node.js");
+        return;
+    }
+    let server = JwksServer::start(300).await;
+    let app = app_with_jwks(&server.url).await;
+    let user = app.user("alice");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .args(["jose.mjs", &user, ISSUER, AUDIENCE])
+            .current_dir(&dir)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("joined");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let made: Value = serde_json::from_slice(&output.stdout).expect("JSON from jose.mjs");
+    server.publish_json(&made["keys"]);
+    for alg in ["RS256", "ES256"] {
+        let token = made["tokens"][alg].as_str().expect("a token");
+        until(&app, token, true, Duration::from_secs(10)).await;
+        let me = app.ok(token, ME, json!({})).await;
+        assert_eq!(me["me"]["id"], app.user("alice"), "{alg}");
+        assert_eq!(
+            me["me"]["name"],
+            format!("{} via jose {alg}", app.user("alice"))
+        );
+    }
 }
