@@ -31,12 +31,14 @@ async fn apollo_client_and_urql_run_queries_mutations_subscriptions_and_reconnec
         .mint(&app.user("alice"), "Alice", None, Duration::from_secs(3))
         .expect("mint");
     let addr = app.addr;
+    let user_id = app.user("alice");
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg("run.mjs")
             .current_dir(&dir)
             .env("TASKNEST_HTTP", format!("http://{addr}/graphql"))
             .env("TASKNEST_WS", format!("ws://{addr}/graphql"))
+            .env("USER_ID", user_id)
             .env("TOKEN", token)
             .env("SHORT_TOKEN", short)
             .output()

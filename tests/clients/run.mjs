@@ -1,9 +1,10 @@
 // Apollo Client (GraphQLWsLink) and urql (@urql/core with graphql-ws) against a running
 // TaskNest: a query, a mutation with an optimistic response, a subscription receiving the
 // mutation's event, automatic persisted queries, and a reconnect after the server closed
-// the socket. Started by the Rust test `real_clients` with:
+// the socket. Started by the Rust test in `tests/api/clients.rs` with:
 //   TASKNEST_HTTP  http://127.0.0.1:PORT/graphql
 //   TASKNEST_WS    ws://127.0.0.1:PORT/graphql
+//   USER_ID        alice's user id (each test run has its own)
 //   TOKEN          a token for alice, valid for an hour
 //   SHORT_TOKEN    a token for alice that expires within seconds (the server then closes
 //                  the socket with 4403 and the client must reconnect with a fresh one)
@@ -26,6 +27,7 @@ const HTTP = required('TASKNEST_HTTP');
 const WS = required('TASKNEST_WS');
 const TOKEN = required('TOKEN');
 const SHORT_TOKEN = required('SHORT_TOKEN');
+const USER_ID = required('USER_ID');
 
 function required(name) {
   const value = process.env[name];
@@ -109,7 +111,7 @@ async function apolloChecks() {
 
   // A query (sent as a persisted query: hash first over GET, then the full query).
   const me = await client.query({ query: ME });
-  assert.equal(me.data.me.id, 'alice');
+  assert.equal(me.data.me.id, USER_ID);
 
   const project = (await client.mutate({ mutation: PROJECT, variables: { name: 'Apollo board' } })).data.createProject;
   const task = (await client.mutate({ mutation: CREATE_TASK, variables: { p: project.id, t: 'first' } })).data.createTask;
@@ -215,7 +217,7 @@ async function urqlChecks(projectId) {
   });
   const me = await client.query(ugql`query UrqlMe { me { id } }`, {}).toPromise();
   assert.equal(me.error, undefined, `${me.error}`);
-  assert.equal(me.data.me.id, 'alice');
+  assert.equal(me.data.me.id, USER_ID);
 
   const created = await client
     .mutation(ugql`mutation UrqlTask($p: ID!, $t: String!) { createTask(input: { projectId: $p, title: $t }) { id version } }`, { p: projectId, t: 'from urql' })
