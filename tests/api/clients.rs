@@ -2,21 +2,15 @@
 //! (GraphQLWsLink, persisted queries, an optimistic mutation, a reconnect) and urql against
 //! a server started here. Needs `npm ci --prefix tests/clients` (`.ci/run` does it).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apollo_client_and_urql_run_queries_mutations_subscriptions_and_reconnects() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    if !dir.join("node_modules").exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("the client tests need `npm ci --prefix tests/clients` (CI=true)");
-        }
-        eprintln!("SKIPPED: client tests need `npm ci --prefix tests/clients` and Node.js");
+    let Some(dir) = require_client_project("the client tests") else {
         return;
-    }
+    };
     let app = spawn_app_with(|c| {
         if let Ok(url) = std::env::var("TEST_REDIS_URL") {
             c.redis_url = Some(url);

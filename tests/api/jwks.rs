@@ -230,14 +230,9 @@ async fn a_provider_away_at_start_delays_only_its_own_tokens_and_is_picked_up_wh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_made_by_the_jose_library_are_accepted() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    if !dir.join("node_modules").exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("the jose test needs `npm ci --prefix tests/clients` (CI=true)");
-        }
-        eprintln!("SKIPPED: the jose test needs `npm ci --prefix tests/clients` and Node.js");
+    let Some(dir) = crate::helpers::require_client_project("the jose test") else {
         return;
-    }
+    };
     let server = JwksServer::start(300).await;
     let app = app_with_jwks(&server.url).await;
     let user = app.user("alice");

@@ -66,6 +66,20 @@ pub fn require_postgres(test: &str) -> Option<String> {
     None
 }
 
+/// The Node project in `tests/clients`, or `None` after a loud SKIPPED line when its
+/// packages are not installed (under `CI=true` that fails the test instead).
+pub fn require_client_project(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    if dir.join("node_modules").exists() {
+        return Some(dir);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} needs `npm ci --prefix tests/clients` (CI=true)");
+    }
+    eprintln!("SKIPPED: {test} needs `npm ci --prefix tests/clients` and Node.js");
+    None
+}
+
 impl TestDb {
     /// A fresh, migrated database on the configured backend, copied from the run's
     /// template (migrating every test's database from nothing would cost far more).
