@@ -27,17 +27,23 @@ struct Key {
     validation: Validation,
 }
 
+/// The rules every token meets: `exp` required, `nbf` checked, small leeway, and only
+/// `algorithm`.
+fn rules(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp"]);
+    validation
+}
+
 impl Key {
     fn new(decoding: DecodingKey, algorithm: Algorithm) -> Self {
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp"]);
         Self {
             decoding,
-            validation,
+            validation: rules(algorithm),
         }
     }
 
@@ -85,7 +91,7 @@ impl Verifier {
             session: Key::new(DecodingKey::from_secret(secret), Algorithm::HS256),
             provider: None,
             jwks: None,
-            provider_rules: Key::new(DecodingKey::from_secret(&[]), Algorithm::RS256).validation,
+            provider_rules: rules(Algorithm::RS256),
             claims: ClaimNames::default(),
         }
     }
