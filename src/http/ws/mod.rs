@@ -24,14 +24,11 @@ use tracing::Instrument;
 use crate::auth::{self, Viewer};
 
 use super::HttpState;
-use super::multiplex::GroupKey;
 use super::payload::Payload;
 use crate::error::AppError;
-use crate::graphql::document;
 use connections::ConnectionSlot;
 use messages::ClientMessage;
-use messages::{OperationPayload, Outgoing, Protocol};
-use operation::{Sink, execute, request_of, shared};
+use messages::{Outgoing, Protocol};
 
 pub mod connections;
 mod messages;
@@ -327,61 +324,6 @@ impl Connection {
         self.starts.1 += 1;
         self.starts.1 > FLOOD_PER_SECOND
     }
-
-    /// Spawns an operation's task, counted in `active_subscriptions` while it lives.
-    fn spawn_tracked(
-        &self,
-        span: tracing::Span,
-        task: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> JoinHandle<()> {
-        let gauge = self.state.app.metrics.subscriptions.clone();
-        gauge.inc();
-        // Moved into the future, so it is dropped when the operation ends or is stopped,
-        // even before its first poll (the span is entered on drop).
-        let tracked = Tracked(gauge, std::time::Instant::now());
-        tokio::spawn(
-            async move {
-                let _tracked = tracked;
-                tracing::info!("operation started");
-                task.await;
-            }
-            .instrument(span),
-        )
-    }
-
-    /// Runs one operation, forwarding its results as `next` (or legacy `data`) messages.
-    /// A live `projectEvents` subscription joins a shared execution group instead.
-    fn start(&self, id: String, payload: OperationPayload, viewer: Viewer) -> JoinHandle<()> {
-        let operation = self
-            .state
-            .app
-            .metrics
-            .operation_label(payload.operation_name.as_deref());
-        let span = tracing::info_span!(
-            "graphql",
-            operation = %operation,
-            user = %viewer.user_id,
-            request_id = %self.request_id,
-            subscription = %id,
-        );
-        let sink = Sink {
-            outgoing: self.outgoing_tx.clone(),
-            id_json: Value::String(id.clone()).to_string(),
-            id,
-            protocol: self.protocol,
-        };
-        let mut request = request_of(payload);
-        let key =
-            document::analyze(&mut request).and_then(|analysis| GroupKey::of(&request, &analysis));
-        if let Some(key) = key {
-            let state = self.state.clone();
-            return self.spawn_tracked(span, shared(state, key, viewer, sink));
-        }
-        let responses = execute(&self.state, request, viewer, None);
-        self.spawn_tracked(span, async move {
-            sink.forward(responses).await;
-        })
-    }
 }
 
 async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error> {
@@ -399,17 +341,4 @@ async fn refuse(socket: &mut WebSocket, id: &str, error: AppError) -> Result<(),
         .send(Message::Text(text.into()))
         .await
         .map_err(|_| Close(1000, ""))
-}
-
-/// Keeps a gauge up while an operation lives (finished or stopped), and logs its end.
-struct Tracked(prometheus_client::metrics::gauge::Gauge, std::time::Instant);
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.0.dec();
-        tracing::info!(
-            elapsed_ms = self.1.elapsed().as_secs_f64() * 1000.0,
-            "operation ended"
-        );
-    }
 }

@@ -1,19 +1,98 @@
-//! One operation on a WebSocket: building its request, forwarding its responses, and the
-//! shared-execution member path for live `projectEvents` subscriptions.
+//! One operation on a WebSocket: starting it (in a span, counted while it lives), building
+//! its request, forwarding its responses, and the shared-execution member path for live
+//! `projectEvents` subscriptions.
 
 use async_graphql::Request;
 use futures_util::StreamExt;
+use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::messages::{OperationPayload, Outgoing, Protocol};
 use crate::auth::{Authentication, Viewer};
 use crate::entities::project_members::Role;
-use crate::graphql::prepare_request;
+use crate::graphql::{document, prepare_request};
 use crate::http::HttpState;
 use crate::http::multiplex::GroupKey;
 use crate::http::payload::Payload;
 use crate::projects::access;
 use crate::realtime::stream::{ResumeAfter, Subscriber, Verdict, removed, verdict};
+
+impl super::Connection {
+    /// Spawns an operation's task, counted in `active_subscriptions` while it lives.
+    fn spawn_tracked(
+        &self,
+        span: tracing::Span,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let gauge = self.state.app.metrics.subscriptions.clone();
+        gauge.inc();
+        // Moved into the future, so it is dropped when the operation ends or is stopped,
+        // even before its first poll (the span is entered on drop).
+        let tracked = Tracked(gauge, std::time::Instant::now());
+        tokio::spawn(
+            async move {
+                let _tracked = tracked;
+                tracing::info!("operation started");
+                task.await;
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Runs one operation, forwarding its results as `next` (or legacy `data`) messages.
+    /// A live `projectEvents` subscription joins a shared execution group instead.
+    pub(super) fn start(
+        &self,
+        id: String,
+        payload: OperationPayload,
+        viewer: Viewer,
+    ) -> JoinHandle<()> {
+        let operation = self
+            .state
+            .app
+            .metrics
+            .operation_label(payload.operation_name.as_deref());
+        let span = tracing::info_span!(
+            "graphql",
+            operation = %operation,
+            user = %viewer.user_id,
+            request_id = %self.request_id,
+            subscription = %id,
+        );
+        let sink = Sink {
+            outgoing: self.outgoing_tx.clone(),
+            id_json: Value::String(id.clone()).to_string(),
+            id,
+            protocol: self.protocol,
+        };
+        let mut request = request_of(payload);
+        let key =
+            document::analyze(&mut request).and_then(|analysis| GroupKey::of(&request, &analysis));
+        if let Some(key) = key {
+            let state = self.state.clone();
+            return self.spawn_tracked(span, shared(state, key, viewer, sink));
+        }
+        let responses = execute(&self.state, request, viewer, None);
+        self.spawn_tracked(span, async move {
+            sink.forward(responses).await;
+        })
+    }
+}
+
+/// Keeps a gauge up while an operation lives (finished or stopped), and logs its end.
+struct Tracked(prometheus_client::metrics::gauge::Gauge, std::time::Instant);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.dec();
+        tracing::info!(
+            elapsed_ms = self.1.elapsed().as_secs_f64() * 1000.0,
+            "operation ended"
+        );
+    }
+}
 
 /// The async-graphql request for an operation payload (before the per-request data).
 pub(super) fn request_of(payload: OperationPayload) -> Request {
