@@ -1,5 +1,5 @@
 //! Task rules: reading tasks and pages, and the types of writes. The writes themselves
-//! (create, update, delete) are in `write.rs`.
+//! (create, update, delete) are in `write/`.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
