@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio_util::sync::CancellationToken;
 
 /// Shortest time between two fetches triggered by unknown `kid`s, and the shortest cache.
@@ -24,17 +24,24 @@ const DEFAULT_AGE: Duration = Duration::from_secs(300);
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A verification key and the one algorithm it verifies.
-#[derive(Clone)]
+/// A verification key and its rules, built once per fetch: the provider's issuer and
+/// audience, and the one algorithm the key verifies.
 pub struct PinnedKey {
     pub key: DecodingKey,
-    pub algorithm: Algorithm,
+    pub validation: Validation,
+}
+
+impl PinnedKey {
+    /// The one algorithm this key verifies.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.validation.algorithms.first().copied()
+    }
 }
 
 #[derive(Default)]
 struct Cache {
     /// Keys by `kid` (a key without one is stored under the empty string).
-    keys: HashMap<String, PinnedKey>,
+    keys: HashMap<String, Arc<PinnedKey>>,
     /// When the keys stop being trusted.
     trusted_until: Option<Instant>,
     /// The last fetch attempt, successful or not.
@@ -46,6 +53,8 @@ struct Cache {
 /// The provider's key set.
 pub struct Jwks {
     url: String,
+    /// Issuer, audience and time rules every key's validation starts from.
+    rules: Validation,
     client: reqwest::Client,
     cache: Mutex<Cache>,
     /// One fetch at a time.
@@ -53,14 +62,16 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    /// A key set fetched from `url` (nothing is fetched until [`start`](Self::start)).
-    pub fn new(url: &str) -> anyhow::Result<Arc<Self>> {
+    /// A key set fetched from `url` (nothing is fetched until [`start`](Self::start)); its
+    /// keys check tokens by `rules` (the algorithm is each key's own).
+    pub fn new(url: &str, rules: Validation) -> anyhow::Result<Arc<Self>> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()?;
         Ok(Arc::new(Self {
             url: url.to_owned(),
+            rules,
             client,
             cache: Mutex::new(Cache::default()),
             fetching: tokio::sync::Mutex::new(()),
@@ -109,7 +120,7 @@ impl Jwks {
     }
 
     /// The key a token names, refetching once per [`MIN_REFETCH`] when its `kid` is unknown.
-    pub async fn key(&self, kid: Option<&str>) -> Option<PinnedKey> {
+    pub async fn key(&self, kid: Option<&str>) -> Option<Arc<PinnedKey>> {
         if let Some(key) = self.cached(kid) {
             return Some(key);
         }
@@ -123,7 +134,7 @@ impl Jwks {
         self.cached(kid)
     }
 
-    fn cached(&self, kid: Option<&str>) -> Option<PinnedKey> {
+    fn cached(&self, kid: Option<&str>) -> Option<Arc<PinnedKey>> {
         let cache = self.cache();
         if cache.trusted_until.is_none_or(|t| t <= Instant::now()) {
             return None;
@@ -165,7 +176,7 @@ impl Jwks {
         }
     }
 
-    async fn fetch(&self) -> Result<(HashMap<String, PinnedKey>, Duration), String> {
+    async fn fetch(&self) -> Result<(HashMap<String, Arc<PinnedKey>>, Duration), String> {
         let response = self
             .client
             .get(&self.url)
@@ -191,7 +202,7 @@ impl Jwks {
             .iter()
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone().unwrap_or_default();
-                pin(jwk).map(|key| (kid, key))
+                pin(jwk, &self.rules).map(|key| (kid, Arc::new(key)))
             })
             .collect();
         Ok((keys, age))
@@ -210,7 +221,7 @@ fn max_age(value: &str) -> Option<Duration> {
 
 /// A signing key of the set with the one algorithm it may verify; `None` for keys that
 /// must not verify anything (symmetric, encryption, unknown or inconsistent ones).
-fn pin(jwk: &Jwk) -> Option<PinnedKey> {
+fn pin(jwk: &Jwk, rules: &Validation) -> Option<PinnedKey> {
     if matches!(
         jwk.common.public_key_use,
         Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
@@ -253,9 +264,11 @@ fn pin(jwk: &Jwk) -> Option<PinnedKey> {
             declared
         }
     };
+    let mut validation = rules.clone();
+    validation.algorithms = vec![algorithm];
     Some(PinnedKey {
         key: DecodingKey::from_jwk(jwk).ok()?,
-        algorithm,
+        validation,
     })
 }
 
@@ -279,6 +292,6 @@ mod tests {
             "kty": "oct", "kid": "h", "alg": "HS256", "k": "c2VjcmV0"
         }))
         .expect("a JWK");
-        assert!(pin(&jwk).is_none());
+        assert!(pin(&jwk, &Validation::new(Algorithm::RS256)).is_none());
     }
 }

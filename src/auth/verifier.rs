@@ -79,8 +79,6 @@ pub struct Verifier {
     provider: Option<Key>,
     /// The provider's key set, when it publishes one.
     jwks: Option<Arc<Jwks>>,
-    /// Issuer and audience rules for the provider's tokens (the algorithm is the key's).
-    provider_rules: Validation,
     claims: ClaimNames,
 }
 
@@ -91,7 +89,6 @@ impl Verifier {
             session: Key::new(DecodingKey::from_secret(secret), Algorithm::HS256),
             provider: None,
             jwks: None,
-            provider_rules: rules(Algorithm::RS256),
             claims: ClaimNames::default(),
         }
     }
@@ -105,18 +102,19 @@ impl Verifier {
             name: config.jwt_claim_name.clone(),
             avatar: config.jwt_claim_avatar.clone(),
         };
-        let rules = &mut verifier.provider_rules;
+        // Issuer and audience rules for the provider's tokens (the algorithm is the key's).
+        let mut provider_rules = rules(Algorithm::RS256);
         if let Some(issuer) = &config.jwt_issuer {
-            rules.set_issuer(&[issuer]);
-            rules.required_spec_claims.insert("iss".into());
+            provider_rules.set_issuer(&[issuer]);
+            provider_rules.required_spec_claims.insert("iss".into());
         }
         if let Some(audience) = &config.jwt_audience {
-            rules.set_audience(&[audience]);
-            rules.validate_aud = true;
-            rules.required_spec_claims.insert("aud".into());
+            provider_rules.set_audience(&[audience]);
+            provider_rules.validate_aud = true;
+            provider_rules.required_spec_claims.insert("aud".into());
         }
         if let Some(url) = &config.jwt_jwks_url {
-            verifier.jwks = Some(Jwks::new(url)?);
+            verifier.jwks = Some(Jwks::new(url, provider_rules.clone())?);
         }
         if let Some(path) = &config.jwt_public_key_file {
             let pem = std::fs::read(path).map_err(|err| {
@@ -129,7 +127,7 @@ impl Verifier {
                     path.display()
                 )
             })?;
-            let mut validation = verifier.provider_rules.clone();
+            let mut validation = provider_rules;
             validation.algorithms = vec![algorithm];
             verifier.provider = Some(Key {
                 decoding,
@@ -171,12 +169,10 @@ impl Verifier {
                     .key(header.kid.as_deref())
                     .await
                     .ok_or(TokenError::BadSignature)?;
-                if pinned.algorithm != header.alg {
+                if pinned.algorithm() != Some(header.alg) {
                     return Err(TokenError::BadSignature);
                 }
-                let mut validation = self.provider_rules.clone();
-                validation.algorithms = vec![pinned.algorithm];
-                decode(token, &pinned.key, &validation)?
+                decode(token, &pinned.key, &pinned.validation)?
             }
             (None, None) => return Err(TokenError::BadSignature),
         };
