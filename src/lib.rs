@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use state::AppState;
 
-use crate::auth::{UserDirectory, Verifier};
+use crate::auth::{ApiTokens, UserDirectory, Verifier};
 use crate::events::txn::EventLog;
 use crate::metrics::Metrics;
 use crate::presence::{
@@ -91,11 +91,13 @@ impl Application {
         };
         let presence = Presence::start(store, bus.clone(), presence_settings, shutdown.clone());
         let conflicts = ConflictNotices::new(bus.clone());
+        let api_tokens = ApiTokens::new(bus.clone());
         // Each channel's owner receives what the other instances publish on it.
         let mut channels = Channels::default();
         channels.register(realtime::EVENTS, hub.clone());
         channels.register(conflicts::CHANNEL, conflicts.clone());
         channels.register(presence::CHANNEL, presence.clone());
+        channels.register(auth::tokens::CHANNEL, api_tokens.clone());
         bus.clone().listen(channels, shutdown.clone());
 
         tokio::spawn(hub.clone().run_checks(config.gap_check_interval));
@@ -128,6 +130,7 @@ impl Application {
             events: EventLog::new(db.clone(), Arc::new(realtime.clone())),
             db,
             verifier,
+            api_tokens,
             users: Arc::new(UserDirectory::default()),
             realtime,
             conflicts,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{UserDirectory, Verifier};
+use crate::auth::{self, ApiTokens, TokenError, UserDirectory, Verifier, Viewer};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::events::txn::EventLog;
@@ -25,6 +25,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// Checks bearer tokens (the server's HS256 secret, an identity provider's key).
     pub verifier: Arc<Verifier>,
+    /// Checks API token secrets and spreads their revocation.
+    pub api_tokens: Arc<ApiTokens>,
     /// Creates and refreshes user rows from token claims, with a cache to skip no-op writes.
     pub users: Arc<UserDirectory>,
     /// Rooms and the bus.
@@ -51,6 +53,16 @@ impl AppState {
     pub fn from_ctx<'a>(ctx: &async_graphql::Context<'a>) -> Result<&'a Self, AppError> {
         ctx.data::<Self>()
             .map_err(|_| AppError::Internal(anyhow::anyhow!("AppState missing from the schema")))
+    }
+
+    /// The viewer a bearer token names, whatever its kind: an API token secret (`tn_…`) is
+    /// looked up, anything else is verified as a JWT. Every transport authenticates here.
+    pub async fn authenticate(&self, token: &str) -> Result<Viewer, TokenError> {
+        if auth::tokens::looks_like(token) {
+            self.api_tokens.verify(&self.db, token).await
+        } else {
+            self.verifier.verify(token).await
+        }
     }
 }
 

@@ -11,6 +11,8 @@ mod m20261127_000003_create_project_members;
 mod m20261127_000004_create_tasks;
 mod m20261127_000005_create_events;
 mod m20261127_000006_create_mutation_receipts;
+mod m20261201_000007_create_api_tokens;
+mod m20261201_000008_add_event_actor_via;
 
 /// Applies TaskNest's migrations in order.
 pub struct Migrator;
@@ -25,6 +27,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_create_tasks::Migration),
             Box::new(m20261127_000005_create_events::Migration),
             Box::new(m20261127_000006_create_mutation_receipts::Migration),
+            Box::new(m20261201_000007_create_api_tokens::Migration),
+            Box::new(m20261201_000008_add_event_actor_via::Migration),
         ]
     }
 }

@@ -41,6 +41,12 @@ pub enum TokenError {
     /// A claim holds text no database can store (U+0000); the field is `token.<claim>`.
     #[error("a claim of the token holds the NUL character")]
     BadClaim(&'static str),
+    /// An API token that does not exist (any more), was revoked or has expired.
+    #[error("the API token is unknown, revoked or expired")]
+    UnknownApiToken,
+    /// The token could not be checked (the database is unreachable); the cause is logged.
+    #[error("the token cannot be checked right now")]
+    Unavailable,
 }
 
 impl TokenError {
@@ -52,6 +58,8 @@ impl TokenError {
             Self::BadSignature => "the token's signature or algorithm is not accepted",
             Self::Malformed => "the token is malformed or lacks required claims",
             Self::BadClaim(_) => "a claim of the token holds the NUL character (U+0000)",
+            Self::UnknownApiToken => "the API token is unknown, revoked or expired",
+            Self::Unavailable => "the token cannot be checked right now; try again",
         }
     }
 }

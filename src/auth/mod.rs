@@ -4,15 +4,23 @@
 mod directory;
 mod jwks;
 mod jwt;
+pub mod tokens;
 mod verifier;
 
 pub use directory::UserDirectory;
 pub use jwt::{Claims, JwtKeys, TokenError, unix_now};
+pub use tokens::{ApiScope, ApiTokens, TokenGrant};
 pub use verifier::{ClaimNames, LEEWAY_SECS, Verifier};
 
-use async_graphql::Context;
+use std::borrow::Cow;
+use std::sync::Arc;
 
+use async_graphql::Context;
+use uuid::Uuid;
+
+use crate::entities::events::ActorVia;
 use crate::error::AppError;
+use crate::events::log::Actor;
 
 /// The authenticated user a request acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +31,69 @@ pub struct Viewer {
     pub name: String,
     /// Avatar URL from the token.
     pub avatar_url: Option<String>,
-    /// When the token expires (Unix seconds).
+    /// When the token expires (Unix seconds; `i64::MAX` for an API token without expiry).
     pub expires_at: i64,
+    /// How the user signed this request.
+    pub via: Via,
+}
+
+/// What a request's token was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A session token: the server's own JWT or an identity provider's.
+    Session,
+    /// A personal API token, with what it allows.
+    ApiToken(Arc<TokenGrant>),
+}
+
+impl Viewer {
+    /// The API token's grant, when the request came with one.
+    pub fn grant(&self) -> Option<&TokenGrant> {
+        match &self.via {
+            Via::Session => None,
+            Via::ApiToken(grant) => Some(grant),
+        }
+    }
+
+    /// Whether the request may reach `project` at all (an API token may be limited to
+    /// some projects; membership is checked separately).
+    pub fn reaches(&self, project: Uuid) -> bool {
+        self.grant().is_none_or(|grant| grant.reaches(project))
+    }
+
+    /// Refuses, as `FORBIDDEN`, what the request's API token is not scoped for; a session
+    /// may do everything its role allows.
+    pub fn require_scope(&self, scope: ApiScope) -> Result<(), AppError> {
+        match self.grant() {
+            Some(grant) if !grant.allows(scope) => Err(AppError::Forbidden(match scope {
+                ApiScope::Read => "this API token may not read",
+                ApiScope::Write => "this API token lacks the WRITE scope",
+                ApiScope::Admin => "this API token lacks the ADMIN scope",
+            })),
+            _ => Ok(()),
+        }
+    }
+
+    /// What rate limits count against: the API token when there is one (so an
+    /// integration cannot spend its user's budget), else the user.
+    pub fn rate_key(&self) -> Cow<'_, str> {
+        match self.grant() {
+            Some(grant) => Cow::Owned(format!("token:{}", grant.id)),
+            None => Cow::Borrowed(&self.user_id),
+        }
+    }
+
+    /// Who the log records as having acted, and through what.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.user_id.clone(),
+            via: match self.via {
+                Via::Session => ActorVia::Session,
+                Via::ApiToken(_) => ActorVia::ApiToken,
+            },
+            token_name: self.grant().map(|grant| grant.name.clone()),
+        }
+    }
 }
 
 /// What the transport found out about the caller; put into every GraphQL request.

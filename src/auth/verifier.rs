@@ -252,5 +252,6 @@ pub(super) fn viewer_from(
         user_id,
         avatar_url,
         expires_at,
+        via: super::Via::Session,
     })
 }

@@ -46,6 +46,33 @@ pub enum EventKind {
     TaskDeleted,
 }
 
+/// How an event's actor acted.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    Serialize,
+    Deserialize,
+    async_graphql::Enum,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ActorVia {
+    /// A signed-in user's session token (the server's own or an identity provider's).
+    #[default]
+    #[sea_orm(string_value = "SESSION")]
+    Session,
+    /// One of the user's API tokens; `actorTokenName` names it.
+    #[sea_orm(string_value = "API_TOKEN")]
+    ApiToken,
+}
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "events")]
 pub struct Model {
@@ -56,6 +83,10 @@ pub struct Model {
     pub kind: EventKind,
     pub task_id: Option<Uuid>,
     pub actor_id: String,
+    /// Through what the actor acted.
+    pub actor_via: ActorVia,
+    /// The API token's name when `actor_via` is `ApiToken`.
+    pub actor_token_name: Option<String>,
     pub payload: Json,
     pub client_mutation_id: Option<String>,
     pub created_at: DateTimeUtc,

@@ -1,6 +1,7 @@
 //! SeaORM entities, one per table, mirroring `migration/`. Behaviour lives in the domain
 //! slices; these files only describe rows.
 
+pub mod api_tokens;
 pub mod events;
 pub mod mutation_receipts;
 pub mod project_members;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::CommittedEvent;
 use super::service;
 use crate::auth;
-use crate::entities::events::{self, EventKind};
+use crate::entities::events::{self, ActorVia, EventKind};
 use crate::entities::project_members::Role;
 use crate::error::AppError;
 use crate::ids::parse_uuid;
@@ -65,6 +65,16 @@ impl ProjectEvent {
     /// Who did it.
     async fn actor(&self, ctx: &Context<'_>) -> Result<User> {
         Ok(resolve_user(ctx, &self.0.row.actor_id, Some(&self.0.users)).await?)
+    }
+
+    /// How the actor acted: in a session of their own, or through one of their API tokens.
+    async fn actor_via(&self) -> ActorVia {
+        self.0.row.actor_via
+    }
+
+    /// The name of the API token the actor used (as it was then); null for a session.
+    async fn actor_token_name(&self) -> Option<&str> {
+        self.0.row.actor_token_name.as_deref()
     }
 
     /// The task concerned, for task events.
@@ -187,7 +197,7 @@ impl EventSubscription {
         if after.is_some_and(|a| a < 0) {
             return Err(AppError::bad_input("after", "after must be 0 or more").into());
         }
-        access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
+        access::require(&state.db, project_id, viewer, Role::Viewer).await?;
         let stream = stream::project_events(
             state.realtime.hub.clone(),
             Subscriber::User(viewer.user_id.clone()),

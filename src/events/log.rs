@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::payload::{EventPayload, UserSnapshot};
 #[cfg(doc)]
 use super::txn::LogTxn;
-use crate::entities::events::{self, EventKind};
+use crate::entities::events::{self, ActorVia, EventKind};
 use crate::entities::{projects, tasks, users};
 
 /// Proof that this transaction holds its project's log lock, with the seq it may write.
@@ -58,11 +58,22 @@ pub(super) async fn lock_project(
     }))
 }
 
+/// Who caused an event, and through what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The user.
+    pub user_id: String,
+    /// A session or an API token.
+    pub via: ActorVia,
+    /// The API token's name, when `via` is an API token.
+    pub token_name: Option<String>,
+}
+
 /// An event about to be written.
 #[derive(Debug)]
 pub struct NewEvent {
     pub kind: EventKind,
-    pub actor_id: String,
+    pub actor: Actor,
     pub task_id: Option<Uuid>,
     pub task: Option<tasks::Model>,
     pub changes: Option<Map<String, Value>>,
@@ -72,11 +83,11 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// An event of `kind` by `actor_id`, with nothing else set.
-    pub fn new(kind: EventKind, actor_id: &str) -> Self {
+    /// An event of `kind` by `actor`, with nothing else set.
+    pub fn new(kind: EventKind, actor: Actor) -> Self {
         Self {
             kind,
-            actor_id: actor_id.to_owned(),
+            actor,
             task_id: None,
             task: None,
             changes: None,
@@ -99,7 +110,7 @@ pub(super) async fn append(
     lock: SeqLock,
     event: NewEvent,
 ) -> Result<events::Model, DbErr> {
-    let mut user_ids: Vec<String> = vec![event.actor_id.clone()];
+    let mut user_ids: Vec<String> = vec![event.actor.user_id.clone()];
     if let Some(task) = &event.task {
         user_ids.extend(task.user_ids().map(str::to_owned));
     }
@@ -124,7 +135,9 @@ pub(super) async fn append(
         seq: Set(lock.seq),
         kind: Set(event.kind),
         task_id: Set(event.task_id),
-        actor_id: Set(event.actor_id),
+        actor_id: Set(event.actor.user_id),
+        actor_via: Set(event.actor.via),
+        actor_token_name: Set(event.actor.token_name),
         payload: Set(serde_json::to_value(&payload).map_err(|e| DbErr::Json(e.to_string()))?),
         client_mutation_id: Set(event.client_mutation_id),
         created_at: Set(Utc::now()),

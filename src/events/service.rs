@@ -35,7 +35,7 @@ pub async fn list(
         return Err(AppError::bad_input("limit", "limit must be at least 1"));
     }
     let limit = limit.min(MAX_LIMIT) as u64;
-    let (project, _) = access::require(db, project_id, &viewer.user_id, Role::Viewer).await?;
+    let (project, _) = access::require(db, project_id, viewer, Role::Viewer).await?;
     let mut events = log::range(db, project_id, after, limit + 1).await?;
     // The log must hold the event right after `after`, or the client's cursor points into
     // pruned history and it has to refetch state instead.

@@ -202,9 +202,19 @@ mod tests {
             .await
             .expect("lock")
             .expect("live");
-        txn.append(lock, NewEvent::new(EventKind::ProjectUpdated, "u"))
-            .await
-            .expect("append");
+        txn.append(
+            lock,
+            NewEvent::new(
+                EventKind::ProjectUpdated,
+                crate::events::log::Actor {
+                    user_id: "u".into(),
+                    via: Default::default(),
+                    token_name: None,
+                },
+            ),
+        )
+        .await
+        .expect("append");
         txn
     }
 

@@ -11,6 +11,7 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use crate::auth::Authentication;
+use crate::auth::tokens::{ApiTokenMutation, ApiTokenQuery};
 use crate::events::graphql::EventQuery;
 use crate::events::graphql::EventSubscription;
 use crate::presence::graphql::{PresenceMutation, PresenceQuery, PresenceSubscription};
@@ -30,11 +31,17 @@ pub struct Query(
     TaskQuery,
     EventQuery,
     PresenceQuery,
+    ApiTokenQuery,
 );
 
 /// Every mutation of the API.
 #[derive(MergedObject, Default)]
-pub struct Mutation(ProjectMutation, TaskMutation, PresenceMutation);
+pub struct Mutation(
+    ProjectMutation,
+    TaskMutation,
+    PresenceMutation,
+    ApiTokenMutation,
+);
 
 /// Every subscription of the API.
 #[derive(MergedSubscription, Default)]

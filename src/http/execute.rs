@@ -35,14 +35,14 @@ pub(super) async fn run(
     let analysis = document::analyze(&mut request);
     let (kind, name) = analysis.map(|a| (a.kind, a.name)).unzip();
     let operation = state.app.metrics.operation_label(name.flatten().as_deref());
-    let user = match &authentication {
-        Authentication::Viewer(viewer) => viewer.user_id.clone(),
-        _ => String::new(),
+    let (user, rate_key) = match &authentication {
+        Authentication::Viewer(viewer) => (viewer.user_id.clone(), viewer.rate_key().into_owned()),
+        _ => (String::new(), String::new()),
     };
     let is_mutation = kind == Some(OperationType::Mutation);
     if is_mutation
-        && !user.is_empty()
-        && let Err(limited) = state.app.rate_limiter.check(&user).await
+        && !rate_key.is_empty()
+        && let Err(limited) = state.app.rate_limiter.check(&rate_key).await
     {
         return Ran::Limited(limited);
     }
@@ -97,7 +97,7 @@ pub(super) async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Auth
     let Some(token) = value.to_str().ok().and_then(auth::bearer_token) else {
         return Authentication::Invalid(auth::TokenError::Malformed);
     };
-    match state.app.verifier.verify(token).await {
+    match state.app.authenticate(token).await {
         Ok(viewer) => {
             if let Err(err) = state.app.users.ensure(&state.app.db, &viewer).await {
                 // The request still runs; resolvers that need the row will fail on their own.

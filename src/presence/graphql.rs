@@ -80,7 +80,7 @@ impl PresenceQuery {
         let viewer = auth::viewer(ctx)?;
         let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
-        access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
+        access::require(&state.db, project_id, viewer, Role::Viewer).await?;
         Ok(state
             .presence
             .list(project_id)
@@ -110,7 +110,7 @@ impl PresenceMutation {
         let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
         let task_id = task_id.map(|t| parse_uuid("taskId", &t)).transpose()?;
-        access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
+        access::require(&state.db, project_id, viewer, Role::Viewer).await?;
         if let Some(task_id) = task_id {
             let task = tasks::Entity::find_by_id(task_id)
                 .one(&state.db)
@@ -154,7 +154,7 @@ impl PresenceSubscription {
         let viewer = auth::viewer(ctx)?;
         let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
-        access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
+        access::require(&state.db, project_id, viewer, Role::Viewer).await?;
         let guard = Arc::new(state.presence.join(project_id, snapshot(viewer)).await?);
         let events = tokio_stream::wrappers::BroadcastStream::new(state.presence.subscribe());
         Ok(events

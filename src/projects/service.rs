@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::access;
-use crate::auth::{UserDirectory, Viewer};
+use crate::auth::{ApiScope, UserDirectory, Viewer};
 use crate::entities::events::EventKind;
 use crate::entities::project_members::{self, Role};
 use crate::entities::projects;
@@ -41,6 +41,7 @@ pub async fn list(db: &DatabaseConnection, viewer: &Viewer) -> Result<Vec<Projec
         .await?;
     let roles: std::collections::HashMap<Uuid, Role> = memberships
         .into_iter()
+        .filter(|m| viewer.reaches(m.project_id))
         .map(|m| (m.project_id, m.role))
         .collect();
     let projects = projects::Entity::find()
@@ -65,7 +66,7 @@ pub async fn get(
     viewer: &Viewer,
     id: Uuid,
 ) -> Result<ProjectView, AppError> {
-    let (project, role) = access::require(db, id, &viewer.user_id, Role::Viewer).await?;
+    let (project, role) = access::require(db, id, viewer, Role::Viewer).await?;
     Ok(ProjectView { project, role })
 }
 
@@ -76,6 +77,15 @@ pub async fn create(
     name: &str,
     description: Option<String>,
 ) -> Result<ProjectView, AppError> {
+    viewer.require_scope(ApiScope::Admin)?;
+    if viewer
+        .grant()
+        .is_some_and(|grant| grant.project_ids.is_some())
+    {
+        return Err(AppError::Forbidden(
+            "an API token limited to some projects cannot create projects",
+        ));
+    }
     let name = validate::title("input.name", name)?;
     let description = description
         .map(|d| validate::description("input.description", d))
@@ -116,6 +126,7 @@ pub async fn update(
     id: Uuid,
     changes: ProjectChanges,
 ) -> Result<ProjectView, AppError> {
+    viewer.require_scope(ApiScope::Admin)?;
     let name = changes
         .name
         .map(|n| validate::title("input.name", &n))
@@ -156,7 +167,7 @@ pub async fn update(
     }
     row.updated_at = Set(Utc::now());
     let project = row.update(&txn).await?;
-    let mut event = NewEvent::new(EventKind::ProjectUpdated, &viewer.user_id);
+    let mut event = NewEvent::new(EventKind::ProjectUpdated, viewer.actor());
     event.changes = Some(diff);
     txn.append(lock, event).await?;
     txn.commit().await?;
@@ -166,6 +177,7 @@ pub async fn update(
 /// Deletes a project (OWNER). Its row and log stay for the realtime layer; to everyone it
 /// is gone.
 pub async fn delete(log: &EventLog, viewer: &Viewer, id: Uuid) -> Result<bool, AppError> {
+    viewer.require_scope(ApiScope::Admin)?;
     let txn = log.begin().await?;
     let lock = txn
         .lock_project(id)
@@ -179,7 +191,7 @@ pub async fn delete(log: &EventLog, viewer: &Viewer, id: Uuid) -> Result<bool, A
     row.update(&txn).await?;
     txn.append(
         lock,
-        NewEvent::new(EventKind::ProjectDeleted, &viewer.user_id),
+        NewEvent::new(EventKind::ProjectDeleted, viewer.actor()),
     )
     .await?;
     txn.commit().await?;
@@ -196,6 +208,7 @@ pub async fn add_member(
     user_id: String,
     role: Role,
 ) -> Result<project_members::Model, AppError> {
+    viewer.require_scope(ApiScope::Admin)?;
     let txn = log.begin().await?;
     let lock = txn
         .lock_project(project_id)
@@ -232,7 +245,7 @@ pub async fn add_member(
             (member, EventKind::MemberAdded)
         }
     };
-    let mut event = NewEvent::new(kind, &viewer.user_id);
+    let mut event = NewEvent::new(kind, viewer.actor());
     event.subject_user_id = Some(user_id.clone());
     event.changes = Some(member_changes(&user_id, Some(role)));
     txn.append(lock, event).await?;
@@ -247,6 +260,7 @@ pub async fn remove_member(
     project_id: Uuid,
     user_id: String,
 ) -> Result<bool, AppError> {
+    viewer.require_scope(ApiScope::Admin)?;
     let txn = log.begin().await?;
     let lock = txn
         .lock_project(project_id)
@@ -266,7 +280,7 @@ pub async fn remove_member(
     project_members::Entity::delete_by_id((project_id, user_id.clone()))
         .exec(&txn)
         .await?;
-    let mut event = NewEvent::new(EventKind::MemberRemoved, &viewer.user_id);
+    let mut event = NewEvent::new(EventKind::MemberRemoved, viewer.actor());
     event.subject_user_id = Some(user_id.clone());
     event.changes = Some(member_changes(&user_id, None));
     txn.append(lock, event).await?;
@@ -280,7 +294,7 @@ async fn member_role<C: sea_orm::ConnectionTrait>(
     project_id: Uuid,
     viewer: &Viewer,
 ) -> Result<Role, AppError> {
-    access::role_of(txn, project_id, &viewer.user_id)
+    access::viewer_role(txn, project_id, viewer)
         .await?
         .ok_or(AppError::NotFound("project"))
 }

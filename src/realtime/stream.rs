@@ -198,6 +198,8 @@ mod tests {
             task_id: None,
             actor_id: "owner".into(),
             payload: serde_json::json!({ "changes": { "userId": user } }),
+            actor_via: Default::default(),
+            actor_token_name: None,
             client_mutation_id: None,
             created_at: chrono::Utc::now(),
         })

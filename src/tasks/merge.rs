@@ -93,6 +93,8 @@ pub(crate) mod tests {
             task_id: Some(Uuid::nil()),
             actor_id: "a".into(),
             payload: json!({"changes": changes, "task": {"version": version}}),
+            actor_via: Default::default(),
+            actor_token_name: None,
             client_mutation_id: None,
             created_at: Utc::now(),
         }

@@ -111,7 +111,7 @@ pub async fn get(
         .await?
         .ok_or(AppError::NotFound("task"))?;
     // Not a member reads as "no such task"; anything else (an outage) stays what it is.
-    match access::require(db, task.project_id, &viewer.user_id, Role::Viewer).await {
+    match access::require(db, task.project_id, viewer, Role::Viewer).await {
         Ok(_) => Ok(task),
         Err(AppError::NotFound(_)) => Err(AppError::NotFound("task")),
         Err(other) => Err(other),

@@ -28,7 +28,7 @@ impl TaskSubscription {
         let viewer = auth::viewer(ctx)?;
         let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
-        access::require(&state.db, project_id, &viewer.user_id, Role::Viewer).await?;
+        access::require(&state.db, project_id, viewer, Role::Viewer).await?;
         let user_id = viewer.user_id.clone();
         let notices = tokio_stream::wrappers::BroadcastStream::new(state.conflicts.subscribe());
         Ok(notices

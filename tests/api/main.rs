@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod api_tokens;
 mod architecture;
 mod auth;
 mod cli;

@@ -6,8 +6,8 @@
 //! rejected init with 1002, replaces a duplicate id silently, has no init timeout and owns
 //! the socket, so the server could not close it on token expiry or shutdown.
 //!
-//! Close codes: 4400 bad message, 4401 subscribe before ack, 4403 forbidden (bad or
-//! expired token), 4408 init timeout, 4409 duplicate id, 4429 too many inits, connections
+//! Close codes: 4400 bad message, 4401 subscribe before ack, 4403 forbidden (bad,
+//! expired or revoked token), 4408 init timeout, 4409 duplicate id, 4429 too many inits, connections
 //! or operation starts, 4500 the server could not set the connection up (its cause is
 //! logged), 1001 shutdown.
 
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::auth::tokens::{self, TokenWatch};
 use crate::auth::{self, Viewer};
 
 use super::HttpState;
@@ -88,6 +89,8 @@ struct Connection {
     starts: (tokio::time::Instant, u32),
     init_received: bool,
     viewer: Option<Viewer>,
+    /// The viewer's API token, watched for revocation (none for a session).
+    token: Option<TokenWatch>,
     /// This connection's place in its user's connection count.
     _slot: Option<ConnectionSlot>,
     /// The upgrade request's `x-request-id`, carried by every operation's span.
@@ -110,6 +113,7 @@ impl Connection {
             starts: (tokio::time::Instant::now(), 0),
             init_received: false,
             viewer: None,
+            token: None,
             _slot: None,
             request_id,
             subscriptions: HashMap::new(),
@@ -141,6 +145,7 @@ impl Connection {
                     break Close(4408, "Connection initialisation timeout");
                 }
                 () = &mut expiry, if self.viewer.is_some() => break Close(4403, "Token expired"),
+                () = tokens::revoked(&mut self.token) => break Close(4403, "Token revoked"),
                 _ = keepalive.tick(), if self.viewer.is_some() => {
                     let ping = match self.protocol {
                         Protocol::TransportWs => json!({ "type": "ping" }),
@@ -228,8 +233,14 @@ impl Connection {
                         .ok_or(Close(4429, "Too many connections for this user"))?,
                 );
                 let now = auth::unix_now();
-                let remaining =
-                    Duration::from_secs(viewer.expires_at.saturating_sub(now).max(0) as u64);
+                // An API token may never expire: a year stands for "not in this connection's life".
+                let remaining = Duration::from_secs(
+                    viewer
+                        .expires_at
+                        .saturating_sub(now)
+                        .clamp(0, 365 * 24 * 3600) as u64,
+                );
+                self.token = self.state.app.api_tokens.watch(&self.state.app.db, &viewer);
                 self.viewer = Some(viewer);
                 send(socket, &json!({ "type": "connection_ack" }))
                     .await
@@ -261,7 +272,7 @@ impl Connection {
                 if self.flooding() {
                     return Err(Close(4429, "Too many requests"));
                 }
-                if let Err(limited) = self.state.app.rate_limiter.check(&viewer.user_id).await {
+                if let Err(limited) = self.state.app.rate_limiter.check(&viewer.rate_key()).await {
                     return refuse(socket, &id, limited).await.map(|()| None);
                 }
                 self.subscriptions.retain(|_, task| !task.is_finished());
@@ -297,8 +308,7 @@ impl Connection {
         let viewer = self
             .state
             .app
-            .verifier
-            .verify(token)
+            .authenticate(token)
             .await
             .map_err(|_| Close(4403, "Forbidden"))?;
         if let Err(err) = self

@@ -133,9 +133,7 @@ pub(super) fn execute(
 /// A member of a shared group: checks access, forwards the group's serialized payloads, and
 /// resumes on its own execution if it falls behind or the group ends early.
 pub(super) async fn shared(state: HttpState, key: GroupKey, viewer: Viewer, sink: Sink) {
-    if let Err(err) =
-        access::require(&state.app.db, key.project_id, &viewer.user_id, Role::Viewer).await
-    {
+    if let Err(err) = access::require(&state.app.db, key.project_id, &viewer, Role::Viewer).await {
         sink.end(&Payload::error(err, &["projectEvents"])).await;
         return;
     }

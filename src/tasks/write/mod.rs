@@ -12,7 +12,7 @@ use super::conflicts::ConflictNotices;
 use super::merge;
 use super::patch::Patch;
 use super::service::{Conflict, ConflictReason, DeleteOutcome, NewTask, UpdateOutcome};
-use crate::auth::Viewer;
+use crate::auth::{ApiScope, Viewer};
 use crate::entities::events::EventKind;
 use crate::entities::tasks::{self, TaskStatus};
 use crate::error::AppError;
@@ -34,6 +34,7 @@ pub async fn create(
     viewer: &Viewer,
     input: NewTask,
 ) -> Result<tasks::Model, AppError> {
+    viewer.require_scope(ApiScope::Write)?;
     let title = crate::validate::title("input.title", &input.title)?;
     let description =
         crate::validate::description("input.description", input.description.unwrap_or_default())?;
@@ -81,7 +82,7 @@ pub async fn create(
     if let Some(cmid) = &client_mutation_id {
         idempotency::record(&txn, &viewer.user_id, cmid, &operation, &task).await?;
     }
-    let mut event = NewEvent::new(EventKind::TaskCreated, &viewer.user_id).with_task(&task);
+    let mut event = NewEvent::new(EventKind::TaskCreated, viewer.actor()).with_task(&task);
     event.client_mutation_id = client_mutation_id;
     txn.append(lock, event).await?;
     txn.commit().await?;
@@ -100,6 +101,7 @@ pub async fn update(
     base_version: Option<i32>,
     client_mutation_id: Option<String>,
 ) -> Result<UpdateOutcome, AppError> {
+    viewer.require_scope(ApiScope::Write)?;
     let client_mutation_id =
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
     let operation = format!("updateTask:{id}");
@@ -191,7 +193,7 @@ async fn apply_update(
     if let Some(cmid) = &client_mutation_id {
         idempotency::record(&txn, &viewer.user_id, cmid, operation, &outcome).await?;
     }
-    let mut event = NewEvent::new(EventKind::TaskUpdated, &viewer.user_id).with_task(&task);
+    let mut event = NewEvent::new(EventKind::TaskUpdated, viewer.actor()).with_task(&task);
     event.changes = Some(changes);
     event.client_mutation_id = client_mutation_id;
     txn.append(lock, event).await?;
@@ -209,6 +211,7 @@ pub async fn delete(
     base_version: Option<i32>,
     client_mutation_id: Option<String>,
 ) -> Result<DeleteOutcome, AppError> {
+    viewer.require_scope(ApiScope::Write)?;
     let client_mutation_id =
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
     let operation = format!("deleteTask:{id}");
@@ -284,7 +287,7 @@ async fn apply_delete(
     next.updated_at = now;
     next.deleted_at = Some(now);
     let task = save(&txn, &next).await?;
-    let mut event = NewEvent::new(EventKind::TaskDeleted, &viewer.user_id);
+    let mut event = NewEvent::new(EventKind::TaskDeleted, viewer.actor());
     event.task_id = Some(id);
     // The tombstone is kept in the payload (for the merge's version history) but the
     // GraphQL event shows `task: null` for deletions.

@@ -146,6 +146,9 @@ pub(super) async fn lock_for_write(
     viewer: &Viewer,
     what: &'static str,
 ) -> Result<SeqLock, AppError> {
+    if !viewer.reaches(project_id) {
+        return Err(AppError::NotFound(what));
+    }
     let lock = txn
         .lock_project(project_id)
         .await?
