@@ -201,6 +201,37 @@ pub struct Config {
     /// WebSocket: interval of server keep-alive pings.
     #[arg(long, env = "TASKNEST_WS_KEEPALIVE", default_value = "15s", value_parser = duration("TASKNEST_WS_KEEPALIVE"))]
     pub ws_keepalive: Duration,
+
+    /// Webhooks may target loopback and private addresses (development and tests only).
+    #[arg(long, env = "TASKNEST_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
+
+    /// Webhooks: how long one delivery attempt may take.
+    #[arg(long, env = "TASKNEST_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration("TASKNEST_WEBHOOK_TIMEOUT"))]
+    pub webhook_timeout: Duration,
+
+    /// Webhooks: delays between attempts at one event, comma-separated; the last repeats.
+    #[arg(long, env = "TASKNEST_WEBHOOK_RETRY_SCHEDULE", default_value = "5s,30s,2m,10m,1h,6h", value_parser = parse_schedule)]
+    pub webhook_retry_schedule: Schedule,
+
+    /// Webhooks: a webhook failing this long is disabled.
+    #[arg(long, env = "TASKNEST_WEBHOOK_GIVE_UP_AFTER", default_value = "3d", value_parser = duration("TASKNEST_WEBHOOK_GIVE_UP_AFTER"))]
+    pub webhook_give_up_after: Duration,
+
+    /// Webhooks: how long an instance's claim on a webhook lasts unrenewed (another
+    /// instance takes over after it); longer than the timeout.
+    #[arg(long, env = "TASKNEST_WEBHOOK_LEASE", default_value = "30s", value_parser = duration("TASKNEST_WEBHOOK_LEASE"))]
+    pub webhook_lease: Duration,
+
+    /// Webhooks: how often each instance looks for webhooks with work (its own commits
+    /// wake it at once).
+    #[arg(long, env = "TASKNEST_WEBHOOK_POLL_INTERVAL", default_value = "1s", value_parser = duration("TASKNEST_WEBHOOK_POLL_INTERVAL"))]
+    pub webhook_poll_interval: Duration,
+
+    /// Webhooks: most webhooks this instance delivers to at once; 0 makes it deliver none
+    /// (an instance that only serves the API, beside dedicated delivery instances).
+    #[arg(long, env = "TASKNEST_WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub webhook_concurrency: u32,
 }
 
 impl Config {
@@ -314,6 +345,23 @@ fn parse_rate(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err("TASKNEST_RATE_PER_SECOND must be a positive number".to_owned()),
+    }
+}
+
+/// Delays between webhook attempts (a newtype, so that clap takes the list as one value).
+pub type Schedule = Vec<Duration>;
+
+fn parse_schedule(value: &str) -> Result<Schedule, String> {
+    let delays: Result<Vec<Duration>, _> = value
+        .split(',')
+        .map(|d| humantime::parse_duration(d.trim()))
+        .collect();
+    match delays {
+        Ok(delays) if !delays.is_empty() && delays.iter().all(|d| !d.is_zero()) => Ok(delays),
+        _ => Err(
+            "TASKNEST_WEBHOOK_RETRY_SCHEDULE must be positive durations separated by commas, like 5s,30s,2m"
+                .to_owned(),
+        ),
     }
 }
 

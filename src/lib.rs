@@ -23,6 +23,7 @@ pub mod tasks;
 pub mod telemetry;
 pub mod users;
 pub mod validate;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub use config::Config;
 pub use state::AppState;
 
 use crate::auth::{ApiTokens, UserDirectory, Verifier};
-use crate::events::txn::EventLog;
+use crate::events::txn::{Announce, EventLog};
 use crate::metrics::Metrics;
 use crate::presence::{
     FallbackStore, MemoryStore, Presence, PresenceSettings, PresenceStore, RedisStore,
@@ -44,6 +45,7 @@ use crate::realtime::redis_bus::{self, RedisBus};
 use crate::realtime::{Bus, Channels, Hub, LocalBus, Realtime};
 use crate::state::DbStats;
 use crate::tasks::conflicts::{self, ConflictNotices};
+use crate::webhooks::{WebhookSettings, Webhooks};
 use tokio_util::sync::CancellationToken;
 
 /// A migrated database, a bound listener and the router, ready to serve.
@@ -125,9 +127,17 @@ impl Application {
             bus,
             metrics: metrics.clone(),
         };
+        let webhooks = Webhooks::new(
+            WebhookSettings::from_config(&config),
+            instance,
+            metrics.clone(),
+        )?;
+        webhooks.start(db.clone(), shutdown.clone());
+        // Committed events go to the rooms and the bus, and wake this instance's deliverer.
+        let announce: Vec<Arc<dyn Announce>> = vec![Arc::new(realtime.clone()), webhooks.clone()];
         let state = AppState {
             config: Arc::new(config.clone()),
-            events: EventLog::new(db.clone(), Arc::new(realtime.clone())),
+            events: EventLog::new(db.clone(), Arc::new(announce)),
             db,
             verifier,
             api_tokens,
@@ -139,6 +149,7 @@ impl Application {
             metrics,
             rate_limiter,
             db_stats,
+            webhooks,
         };
         let schema = graphql::build_schema(state.clone());
         let router = http::router(state.clone(), schema)?;

@@ -33,6 +33,18 @@ pub struct OperationName {
     pub operation: String,
 }
 
+/// Labels of webhook deliveries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// Labels of per-webhook series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: String,
+}
+
 fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -58,6 +70,9 @@ pub struct Metrics {
     pub db_statements: Counter<u64, AtomicU64>,
     pub db_pool_connections: Gauge,
     pub db_pool_idle: Gauge,
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub webhook_attempt_duration: Histogram,
+    pub webhook_lag: Family<WebhookLabels, Gauge>,
     names: Mutex<HashSet<String>>,
 }
 
@@ -80,6 +95,9 @@ impl Default for Metrics {
             db_statements: Counter::default(),
             db_pool_connections: Gauge::default(),
             db_pool_idle: Gauge::default(),
+            webhook_deliveries: Family::default(),
+            webhook_attempt_duration: latency(),
+            webhook_lag: Family::default(),
             names: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -157,6 +175,21 @@ impl Default for Metrics {
             "db_pool_idle",
             "Idle database connections",
             metrics.db_pool_idle.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed, gone)",
+            metrics.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_attempt_duration_seconds",
+            "Time of one webhook delivery attempt",
+            metrics.webhook_attempt_duration.clone(),
+        );
+        registry.register(
+            "webhook_lag_events",
+            "Events a webhook is behind its project's head, after its last delivery",
+            metrics.webhook_lag.clone(),
         );
         Self {
             registry,

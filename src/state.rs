@@ -15,6 +15,7 @@ use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::realtime::Realtime;
 use crate::tasks::conflicts::ConflictNotices;
+use crate::webhooks::Webhooks;
 
 /// Everything a request may need. Cheap to clone: every field is a handle.
 #[derive(Clone)]
@@ -43,6 +44,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The webhook deliverer (the service wakes it and reads its settings).
+    pub webhooks: Arc<Webhooks>,
     /// Counters about database use (statements run), for metrics and for tests that pin
     /// the number of statements a query costs.
     pub db_stats: Arc<DbStats>,

@@ -44,6 +44,16 @@ pub enum EventKind {
     /// A task was deleted; `task` is null.
     #[sea_orm(string_value = "TASK_DELETED")]
     TaskDeleted,
+    /// A webhook was added; `changes` holds `webhookId`, `urlHost` and `eventKinds`.
+    #[sea_orm(string_value = "WEBHOOK_CREATED")]
+    WebhookCreated,
+    /// A webhook changed (or its secret was rotated); `changes` holds `webhookId` and
+    /// what changed (`urlHost`, `eventKinds`, `description`, `enabled`, `secretRotated`).
+    #[sea_orm(string_value = "WEBHOOK_UPDATED")]
+    WebhookUpdated,
+    /// A webhook was deleted; `changes` holds `webhookId`.
+    #[sea_orm(string_value = "WEBHOOK_DELETED")]
+    WebhookDeleted,
 }
 
 /// How an event's actor acted.

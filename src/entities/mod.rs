@@ -8,3 +8,6 @@ pub mod project_members;
 pub mod projects;
 pub mod tasks;
 pub mod users;
+pub mod webhook_deliveries;
+pub mod webhook_redeliveries;
+pub mod webhooks;

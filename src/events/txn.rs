@@ -17,6 +17,18 @@ pub trait Announce: Send + Sync + 'static {
     fn committed(&self, row: events::Model);
 }
 
+/// Several listeners, each told in turn.
+impl Announce for Vec<Arc<dyn Announce>> {
+    fn committed(&self, row: events::Model) {
+        if let Some((last, rest)) = self.split_last() {
+            for announce in rest {
+                announce.committed(row.clone());
+            }
+            last.committed(row);
+        }
+    }
+}
+
 /// The log's writer: begins transactions whose events are announced when they commit.
 #[derive(Clone)]
 pub struct EventLog {

@@ -22,6 +22,7 @@ use crate::tasks::graphql::{TaskMutation, TaskQuery};
 use crate::tasks::subscription::TaskSubscription;
 use crate::users::UserLoader;
 use crate::users::graphql::UserQuery;
+use crate::webhooks::{WebhookMutation, WebhookQuery};
 
 /// Every query of the API.
 #[derive(MergedObject, Default)]
@@ -32,6 +33,7 @@ pub struct Query(
     EventQuery,
     PresenceQuery,
     ApiTokenQuery,
+    WebhookQuery,
 );
 
 /// Every mutation of the API.
@@ -41,6 +43,7 @@ pub struct Mutation(
     TaskMutation,
     PresenceMutation,
     ApiTokenMutation,
+    WebhookMutation,
 );
 
 /// Every subscription of the API.

@@ -34,4 +34,5 @@ mod spec;
 mod subscriptions;
 mod tasks;
 mod validation;
+mod webhooks;
 mod ws_protocol;

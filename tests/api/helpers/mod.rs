@@ -2,11 +2,13 @@
 //! `ws`, private Redis servers in `redis`).
 
 mod proxy;
+mod receiver;
 mod redis;
 mod template;
 mod ws;
 
 pub use proxy::TcpProxy;
+pub use receiver::{Received, Receiver, Reply};
 pub use redis::{RedisServer, require_redis};
 pub use ws::WsClient;
 
@@ -397,6 +399,11 @@ pub struct ChildInstance {
 impl ChildInstance {
     /// Starts the binary on `database_url` and `redis_url`, and waits until it is healthy.
     pub async fn start(database_url: &str, redis_url: &str) -> Self {
+        Self::start_with(database_url, redis_url, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with more environment settings.
+    pub async fn start_with(database_url: &str, redis_url: &str, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -408,6 +415,7 @@ impl ChildInstance {
             .env("TASKNEST_ADDR", format!("127.0.0.1:{port}"))
             .env("TASKNEST_PRESENCE_TIMEOUT", "1500ms")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("tasknest binary starts");
