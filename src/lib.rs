@@ -48,6 +48,12 @@ use crate::tasks::conflicts::{self, ConflictNotices};
 use crate::webhooks::{WebhookSettings, Webhooks};
 use tokio_util::sync::CancellationToken;
 
+/// Connections of the webhook deliverer's own pool (PostgreSQL).
+const WEBHOOK_POOL: u32 = 4;
+
+/// How long a stopping server waits for its WebSockets to finish their closing handshake.
+const WS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A migrated database, a bound listener and the router, ready to serve.
 pub struct Application {
     listener: TcpListener,
@@ -132,7 +138,25 @@ impl Application {
             instance,
             metrics.clone(),
         )?;
-        webhooks.start(db.clone(), shutdown.clone());
+        // Delivery has a database handle of its own: on PostgreSQL a small pool (opened on
+        // the deliverer's thread), so that it can never hold the connections mutations wait
+        // for; its statements count in the metrics but not in the per-request statistics
+        // that tests pin.
+        let shared_db = (!config.is_postgres()).then(|| db.clone());
+        let (pool_config, counted) = (config.clone(), metrics.clone());
+        webhooks.start(
+            move || async move {
+                let mut db = match shared_db {
+                    Some(db) => db,
+                    None => db::connect(&pool_config, WEBHOOK_POOL, None).await?,
+                };
+                db.set_metric_callback(move |_| {
+                    counted.db_statements.inc();
+                });
+                Ok(db)
+            },
+            shutdown.clone(),
+        );
         // Committed events go to the rooms and the bus, and wake this instance's deliverer.
         let announce: Vec<Arc<dyn Announce>> = vec![Arc::new(realtime.clone()), webhooks.clone()];
         let state = AppState {
@@ -197,6 +221,14 @@ impl Application {
             })
             .await;
         self.state.shutdown.cancel();
+        // Upgraded WebSockets are not connections axum waits for: give each the moment it
+        // needs to send its 1001 Close (and read the client's), or the process would exit
+        // under them and clients would see a reset instead of "reconnect elsewhere".
+        let deadline = tokio::time::Instant::now() + WS_DRAIN;
+        while self.state.metrics.ws_connections.get() > 0 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         result
     }
 }

@@ -18,6 +18,7 @@ mod raw;
 mod server;
 mod soak;
 mod stats;
+mod webhooks;
 
 use server::fresh_database;
 
@@ -54,6 +55,10 @@ pub struct Args {
     /// Soak: how many users.
     #[arg(long, default_value_t = 200)]
     pub users: usize,
+    /// Webhooks instead: 1,000 mutations without and then with 10 webhooks; mutation
+    /// latency both times and deliveries per second per instance.
+    #[arg(long)]
+    pub webhooks: bool,
     /// Only measure the loopback floor (kernel cost of one message) and exit.
     #[arg(long)]
     floor: bool,
@@ -78,6 +83,8 @@ async fn main() -> anyhow::Result<()> {
     let (database_url, cleanup) = fresh_database(&args.database_url).await?;
     let result = if args.soak {
         soak::run(&args, &bin, &database_url).await
+    } else if args.webhooks {
+        webhooks::run(&args, &bin, &database_url).await
     } else {
         fanout::run(&args, &bin, &database_url).await
     };

@@ -55,6 +55,16 @@ pub fn spawn_server(
     database_url: &str,
     redis: Option<&str>,
 ) -> anyhow::Result<Server> {
+    spawn_server_with(bin, database_url, redis, &[])
+}
+
+/// Like [`spawn_server`], with more environment settings.
+pub fn spawn_server_with(
+    bin: &PathBuf,
+    database_url: &str,
+    redis: Option<&str>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -70,6 +80,7 @@ pub fn spawn_server(
         // … and the per-user socket limit: every bench subscriber is the same user.
         .env("TASKNEST_MAX_CONNECTIONS_PER_USER", "100000")
         .env_remove("REDIS_URL")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     if let Some(redis) = redis {

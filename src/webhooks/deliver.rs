@@ -23,20 +23,59 @@ use crate::events::log;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Events read from the log at a time.
 const BATCH: u64 = 100;
+/// Lease left beyond one attempt's timeout before the worker renews it (clock skew between
+/// instances, the renewal's own round trip).
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// After a wake-up by a commit, how long the deliverer gathers more before looking: a burst
+/// of commits costs one look, not one each.
+const COALESCE: Duration = Duration::from_millis(10);
 
 impl Webhooks {
-    /// Runs the deliverer until `shutdown`.
-    pub fn start(self: &Arc<Self>, db: DatabaseConnection, shutdown: CancellationToken) {
+    /// Runs the deliverer until `shutdown`, on a thread of its own with a lower scheduling
+    /// priority: delivery uses the CPU that serving requests leaves, so that a burst of
+    /// deliveries cannot slow mutations down. `connect` opens its database handle there.
+    pub fn start<F, Fut>(self: &Arc<Self>, connect: F, shutdown: CancellationToken)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<DatabaseConnection>>,
+    {
         if self.settings.concurrency == 0 {
             tracing::info!(
                 "webhook delivery is off on this instance (TASKNEST_WEBHOOK_CONCURRENCY=0)"
             );
             return;
         }
-        tokio::spawn(self.clone().run(db, shutdown));
+        let hooks = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("webhooks".into())
+            .spawn(move || {
+                lower_priority();
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot start the webhook deliverer");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match connect().await {
+                        Ok(db) => hooks.run(db, shutdown).await,
+                        Err(err) => {
+                            tracing::error!(error = %err, "the webhook deliverer cannot reach the database")
+                        }
+                    }
+                });
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the webhook deliverer thread");
+        }
     }
 
     async fn run(self: Arc<Self>, db: DatabaseConnection, shutdown: CancellationToken) {
+        let mut commits = self.commits.subscribe();
         let mut pruned_at = tokio::time::Instant::now() - PRUNE_EVERY;
         loop {
             if let Err(err) = self.claim_work(&db, &shutdown).await {
@@ -49,8 +88,18 @@ impl Webhooks {
                 }
             }
             tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = self.wake.notified() => {}
+                () = shutdown.cancelled() => {
+                    // Let the workers release their leases (another instance takes over at
+                    // once) before this runtime, and they with it, is dropped.
+                    let all = u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX);
+                    let _ = tokio::time::timeout(
+                        self.settings.timeout + LEASE_MARGIN,
+                        self.slots.acquire_many(all),
+                    )
+                    .await;
+                    return;
+                }
+                _ = commits.changed() => tokio::time::sleep(COALESCE).await,
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
@@ -102,6 +151,11 @@ impl Webhooks {
                     db: db.clone(),
                     id,
                     shutdown: shutdown.clone(),
+                    // Just claimed: treat as due for renewal so the first check renews.
+                    lease_until: tokio::time::Instant::now(),
+                    cached: None,
+                    head: 0,
+                    changes: self.changes.subscribe(),
                 };
                 tokio::spawn(async move {
                     worker.run().await;
@@ -143,29 +197,55 @@ fn lease_free(now: DateTime<Utc>) -> sea_orm::Condition {
         .add(webhooks::Column::LeaseUntil.lt(now))
 }
 
-/// Delivers one claimed webhook until it has nothing to send, must wait, or lost its lease.
+/// Delivers one claimed webhook until it has nothing to send for a while, must wait for a
+/// retry, or lost its lease. It reads the webhook row and a batch of events at a time and,
+/// per delivered event, writes only the delivery record and the cursor; it renews the lease
+/// only when less than an attempt's worth of it is left.
 struct Worker {
     hooks: Arc<Webhooks>,
     db: DatabaseConnection,
     id: Uuid,
     shutdown: CancellationToken,
+    /// Until when this worker's lease surely lasts (its own clock, set when renewed).
+    lease_until: tokio::time::Instant,
+    /// The webhook row as last read, and when.
+    cached: Option<(webhooks::Model, tokio::time::Instant)>,
+    /// The project's head as last seen (for the lag metric).
+    head: i64,
+    /// Moves when the service changed a webhook on this instance.
+    changes: tokio::sync::watch::Receiver<u64>,
 }
 
-/// What the worker does after a step.
+/// What the worker does after a batch.
 enum Next {
     Continue,
+    /// Nothing to send now: wait a little for more before letting the webhook go.
+    Idle,
     Stop,
 }
 
 impl Worker {
-    async fn run(self) {
+    async fn run(mut self) {
+        let mut commits = self.hooks.commits.subscribe();
+        let mut idle_since: Option<tokio::time::Instant> = None;
         loop {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            match self.step().await {
-                Ok(Next::Continue) => {}
+            match self.batch().await {
+                Ok(Next::Continue) => idle_since = None,
                 Ok(Next::Stop) => break,
+                Ok(Next::Idle) => {
+                    let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= self.hooks.settings.linger() {
+                        break;
+                    }
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => break,
+                        _ = commits.changed() => {}
+                        () = tokio::time::sleep(self.hooks.settings.poll_interval) => {}
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, webhook = %self.id, "webhook delivery step failed");
                     break;
@@ -177,98 +257,158 @@ impl Worker {
         }
     }
 
-    /// Renews the lease and sends the next thing: an asked-for redelivery, else the event
-    /// after the cursor.
-    async fn step(&self) -> Result<Next, DbErr> {
-        if !self.renew().await? {
+    /// Sends what is due: asked-for redeliveries, then the events after the cursor, in
+    /// order, until one fails or the batch ends.
+    async fn batch(&mut self) -> Result<Next, DbErr> {
+        if !self.keep_lease().await? {
             return Ok(Next::Stop);
         }
-        let found = webhooks::Entity::find_by_id(self.id)
-            .find_also_related(projects::Entity)
-            .one(&self.db)
-            .await?;
-        let Some((webhook, Some(project))) = found else {
-            return Ok(Next::Stop);
-        };
-        if !webhook.enabled {
-            return Ok(Next::Stop);
+        // The row (and the redelivery queue) is read again when a change was made on this
+        // instance, or after a poll interval for changes made elsewhere; between, each
+        // delivery costs one read of the log and two writes.
+        let stale = self
+            .cached
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= self.hooks.settings.poll_interval);
+        if stale || self.changes.has_changed().unwrap_or(true) {
+            self.changes.mark_unchanged();
+            let found = webhooks::Entity::find_by_id(self.id)
+                .find_also_related(projects::Entity)
+                .one(&self.db)
+                .await?;
+            let Some((webhook, Some(project))) = found else {
+                return Ok(Next::Stop);
+            };
+            if !webhook.enabled {
+                return Ok(Next::Stop);
+            }
+            self.head = project.last_seq;
+            self.cached = Some((webhook, tokio::time::Instant::now()));
+            let redeliveries = webhook_redeliveries::Entity::find()
+                .filter(webhook_redeliveries::Column::WebhookId.eq(self.id))
+                .order_by_asc(webhook_redeliveries::Column::Id)
+                .limit(BATCH)
+                .all(&self.db)
+                .await?;
+            if !redeliveries.is_empty() {
+                let webhook = self.webhook().clone();
+                for redelivery in redeliveries {
+                    if !self.keep_lease().await? {
+                        return Ok(Next::Stop);
+                    }
+                    self.redeliver(&webhook, redelivery).await?;
+                }
+                // Look at the queue again before going on.
+                self.cached = None;
+                return Ok(Next::Continue);
+            }
         }
-        let redelivery = webhook_redeliveries::Entity::find()
-            .filter(webhook_redeliveries::Column::WebhookId.eq(self.id))
-            .order_by_asc(webhook_redeliveries::Column::Id)
-            .one(&self.db)
-            .await?;
-        if let Some(redelivery) = redelivery {
-            self.redeliver(&webhook, redelivery).await?;
-            return Ok(Next::Continue);
-        }
+        let webhook = self.webhook().clone();
         if webhook.next_attempt_at.is_some_and(|at| at > Utc::now()) {
             return Ok(Next::Stop);
         }
         let batch = log::range(&self.db, webhook.project_id, webhook.cursor, BATCH).await?;
         let Some(last) = batch.last() else {
-            return Ok(Next::Stop);
+            return Ok(Next::Idle);
         };
+        self.head = Ord::max(self.head, last.seq);
         let wanted = kinds_of(&webhook);
-        let Some(event) = batch.iter().find(|e| wanted.contains(&e.kind)) else {
-            // Nothing in this batch is wanted: move past it without sending.
-            return Ok(if self.advance(last.seq, false).await? {
-                Next::Continue
-            } else {
-                Next::Stop
-            });
-        };
-        let id = message_id(&webhook, event.seq);
-        let attempt = webhook.attempt + 1;
-        let outcome = self.send(&webhook, event, &id, attempt).await;
-        match outcome {
-            (Outcome::Delivered { .. }, record) => {
-                self.hooks
-                    .metrics
-                    .webhook_lag
-                    .get_or_create(&crate::metrics::WebhookLabels {
-                        webhook: webhook.id.to_string(),
-                    })
-                    .set(project.last_seq - event.seq);
-                self.log(record, None).await?;
-                Ok(if self.advance(event.seq, true).await? {
-                    Next::Continue
-                } else {
-                    Next::Stop
-                })
+        let mut failures = webhook.attempt;
+        let mut cursor = webhook.cursor;
+        for event in batch.iter().filter(|e| wanted.contains(&e.kind)) {
+            if !self.keep_lease().await? {
+                return Ok(Next::Stop);
             }
-            (Outcome::Gone, record) => {
-                self.log(record, None).await?;
-                self.disable("the endpoint answered 410 Gone").await?;
-                Ok(Next::Stop)
-            }
-            (Outcome::Failed { error, .. }, record) => {
-                let now = Utc::now();
-                let since = webhook.failing_since.unwrap_or(now);
-                let give_up = chrono::Duration::from_std(self.hooks.settings.give_up_after)
-                    .unwrap_or_default();
-                if now - since >= give_up {
+            let id = message_id(&webhook, event.seq);
+            let attempt = failures + 1;
+            match self.send(&webhook, event, &id, attempt).await {
+                (Outcome::Delivered { .. }, record) => {
                     self.log(record, None).await?;
-                    self.disable(&format!(
-                        "failing since {} (last error: {error})",
-                        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ))
-                    .await?;
-                } else {
-                    let next = now
-                        + chrono::Duration::from_std(self.hooks.settings.backoff(attempt))
-                            .unwrap_or_default();
-                    self.log(record, Some(next)).await?;
-                    self.fenced()
-                        .col_expr(webhooks::Column::Attempt, Expr::value(attempt))
-                        .col_expr(webhooks::Column::FailingSince, Expr::value(Some(since)))
-                        .col_expr(webhooks::Column::NextAttemptAt, Expr::value(Some(next)))
-                        .exec(&self.db)
-                        .await?;
+                    if !self.advance(&webhook, event.seq, failures > 0).await? {
+                        return Ok(Next::Stop);
+                    }
+                    cursor = event.seq;
+                    failures = 0;
+                    self.moved_to(cursor);
+                    self.hooks
+                        .metrics
+                        .webhook_lag
+                        .get_or_create(&crate::metrics::WebhookLabels {
+                            webhook: webhook.id.to_string(),
+                        })
+                        .set(Ord::max(self.head - event.seq, 0));
                 }
-                Ok(Next::Stop)
+                (Outcome::Gone, record) => {
+                    self.log(record, None).await?;
+                    self.disable("the endpoint answered 410 Gone").await?;
+                    return Ok(Next::Stop);
+                }
+                (Outcome::Failed { error, .. }, record) => {
+                    let since = if failures > 0 {
+                        webhook.failing_since
+                    } else {
+                        None
+                    };
+                    self.failed(record, attempt, since, &error).await?;
+                    return Ok(Next::Stop);
+                }
             }
         }
+        // Unwanted events at the end of the batch are passed over without sending.
+        if last.seq > cursor {
+            if !self.advance(&webhook, last.seq, false).await? {
+                return Ok(Next::Stop);
+            }
+            self.moved_to(last.seq);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// The cached row (loaded by [`Self::batch`] before any use).
+    fn webhook(&self) -> &webhooks::Model {
+        &self.cached.as_ref().expect("loaded before use").0
+    }
+
+    /// Mirrors a successful cursor move in the cached row.
+    fn moved_to(&mut self, seq: i64) {
+        if let Some((webhook, _)) = &mut self.cached {
+            webhook.cursor = seq;
+            webhook.attempt = 0;
+            webhook.failing_since = None;
+            webhook.next_attempt_at = None;
+        }
+    }
+
+    /// Records a failed attempt, then schedules the next one, or disables the webhook when
+    /// it has been failing for longer than the give-up time.
+    async fn failed(
+        &self,
+        record: webhook_deliveries::ActiveModel,
+        attempt: i32,
+        failing_since: Option<DateTime<Utc>>,
+        error: &str,
+    ) -> Result<(), DbErr> {
+        let now = Utc::now();
+        let since = failing_since.unwrap_or(now);
+        let give_up =
+            chrono::Duration::from_std(self.hooks.settings.give_up_after).unwrap_or_default();
+        if now - since >= give_up {
+            self.log(record, None).await?;
+            let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            return self
+                .disable(&format!("failing since {since} (last error: {error})"))
+                .await;
+        }
+        let next = now
+            + chrono::Duration::from_std(self.hooks.settings.backoff(attempt)).unwrap_or_default();
+        self.log(record, Some(next)).await?;
+        self.fenced()
+            .col_expr(webhooks::Column::Attempt, Expr::value(attempt))
+            .col_expr(webhooks::Column::FailingSince, Expr::value(Some(since)))
+            .col_expr(webhooks::Column::NextAttemptAt, Expr::value(Some(next)))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// One attempt at `event`, with its span and metrics; returns the outcome and the
@@ -386,14 +526,23 @@ impl Worker {
             .filter(webhooks::Column::LeaseOwner.eq(self.hooks.instance))
     }
 
-    /// Moves the cursor to `seq` (and, after a delivery, clears the failure state); false
-    /// when the lease was lost meanwhile.
-    async fn advance(&self, seq: i64, delivered: bool) -> Result<bool, DbErr> {
+    /// Moves the cursor to `seq` (and clears the failure state when `recovered`); false
+    /// when the lease was lost, the webhook was disabled, or a replay moved the cursor
+    /// meanwhile (the generation changed): the worker then stops, and the next claim starts
+    /// from the row as it is.
+    async fn advance(
+        &self,
+        webhook: &webhooks::Model,
+        seq: i64,
+        recovered: bool,
+    ) -> Result<bool, DbErr> {
         let mut update = self
             .fenced()
             .col_expr(webhooks::Column::Cursor, Expr::value(seq))
-            .filter(webhooks::Column::Cursor.lt(seq));
-        if delivered {
+            .filter(webhooks::Column::Cursor.lt(seq))
+            .filter(webhooks::Column::Generation.eq(webhook.generation))
+            .filter(webhooks::Column::Enabled.eq(true));
+        if recovered {
             update = update
                 .col_expr(webhooks::Column::Attempt, Expr::value(0))
                 .col_expr(
@@ -422,7 +571,14 @@ impl Worker {
         Ok(())
     }
 
-    async fn renew(&self) -> Result<bool, DbErr> {
+    /// Makes sure the lease lasts at least one more attempt, renewing it when it might not;
+    /// false when it was lost (another instance took over).
+    async fn keep_lease(&mut self) -> Result<bool, DbErr> {
+        let needed = self.hooks.settings.timeout + LEASE_MARGIN;
+        if self.lease_until > tokio::time::Instant::now() + needed {
+            return Ok(true);
+        }
+        let renewed_at = tokio::time::Instant::now();
         let renewed = self
             .fenced()
             .col_expr(
@@ -431,6 +587,7 @@ impl Worker {
             )
             .exec(&self.db)
             .await?;
+        self.lease_until = renewed_at + self.hooks.settings.lease;
         Ok(renewed.rows_affected == 1)
     }
 
@@ -456,6 +613,20 @@ pub fn message_id(webhook: &webhooks::Model, seq: i64) -> String {
         generation => format!("msg_{id}_{seq}_r{generation}"),
     }
 }
+
+/// Lowers this thread's scheduling priority (on Linux a thread has its own nice value).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(err) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), DELIVERY_NICE)
+    {
+        tracing::debug!(error = %err, "cannot lower the webhook thread's priority");
+    }
+}
+
+/// The nice value of the delivery thread (0 is normal, 19 the lowest).
+#[cfg(target_os = "linux")]
+const DELIVERY_NICE: i32 = 10;
 
 /// Deletes delivery records older than the delivery log keeps.
 async fn prune(db: &DatabaseConnection) -> Result<(), DbErr> {

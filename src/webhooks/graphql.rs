@@ -272,7 +272,8 @@ impl WebhookMutation {
         let state = AppState::from_ctx(ctx)?;
         let id = parse_uuid("id", &id)?;
         let overlap = chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
-        let (view, secret) = service::rotate_secret(&state.events, viewer, id, overlap).await?;
+        let (view, secret) =
+            service::rotate_secret(&state.events, &state.webhooks, viewer, id, overlap).await?;
         Ok(WebhookSecret {
             webhook: Webhook(view),
             secret,
@@ -284,7 +285,7 @@ impl WebhookMutation {
         let viewer = auth::viewer(ctx)?;
         let state = AppState::from_ctx(ctx)?;
         let id = parse_uuid("id", &id)?;
-        Ok(service::delete(&state.events, viewer, id).await?)
+        Ok(service::delete(&state.events, &state.webhooks, viewer, id).await?)
     }
 
     /// Sends one event again, as a new message (a new `webhook-id`), before the webhook

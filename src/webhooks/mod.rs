@@ -23,7 +23,7 @@ pub use send::Outcome;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -81,6 +81,12 @@ impl WebhookSettings {
             .unwrap_or(Duration::from_secs(5));
         base.mul_f64(rand::random_range(0.8..1.2))
     }
+
+    /// How long a worker with nothing to send keeps its webhook before letting it go: events
+    /// that follow soon are sent without a new claim.
+    pub fn linger(&self) -> Duration {
+        (self.poll_interval * 5).min(self.lease / 2)
+    }
 }
 
 /// The webhook deliverer of this instance, and what the service needs from it.
@@ -88,7 +94,11 @@ pub struct Webhooks {
     pub settings: WebhookSettings,
     client: reqwest::Client,
     instance: Uuid,
-    wake: Notify,
+    /// Bumped on every local commit (and by the service after changes): the deliverer and
+    /// its idle workers look for work when it moves.
+    commits: watch::Sender<u64>,
+    /// Bumped when the service changed a webhook here: workers read their row again.
+    changes: watch::Sender<u64>,
     slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -110,7 +120,8 @@ impl Webhooks {
             settings,
             client,
             instance,
-            wake: Notify::new(),
+            commits: watch::Sender::new(0),
+            changes: watch::Sender::new(0),
             slots,
             metrics,
         }))
@@ -118,7 +129,13 @@ impl Webhooks {
 
     /// Asks the deliverer to look for work now.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Tells the deliverer a webhook was changed (its row, its queue of redeliveries).
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.wake();
     }
 }
 

@@ -211,13 +211,14 @@ pub async fn update(
     let webhook = row.update(&*txn).await?;
     let head = lock.project().last_seq;
     record(txn, lock, viewer, EventKind::WebhookUpdated, diff).await?;
-    hooks.wake();
+    hooks.changed();
     Ok(WebhookView { webhook, head })
 }
 
 /// Gives the webhook a new secret; the old one keeps signing beside it for `overlap`.
 pub async fn rotate_secret(
     log: &EventLog,
+    hooks: &Webhooks,
     viewer: &Viewer,
     id: Uuid,
     overlap: chrono::Duration,
@@ -239,11 +240,17 @@ pub async fn rotate_secret(
     diff.insert("webhookId".into(), json!(id));
     diff.insert("secretRotated".into(), json!(true));
     record(txn, lock, viewer, EventKind::WebhookUpdated, diff).await?;
+    hooks.changed();
     Ok((WebhookView { webhook, head }, secret))
 }
 
 /// Deletes a webhook and its delivery log.
-pub async fn delete(log: &EventLog, viewer: &Viewer, id: Uuid) -> Result<bool, AppError> {
+pub async fn delete(
+    log: &EventLog,
+    hooks: &Webhooks,
+    viewer: &Viewer,
+    id: Uuid,
+) -> Result<bool, AppError> {
     viewer.require_scope(ApiScope::Admin)?;
     let current = find(log.db(), id).await?;
     let (txn, lock) = lock_as_owner(log, viewer, current.project_id).await?;
@@ -251,6 +258,7 @@ pub async fn delete(log: &EventLog, viewer: &Viewer, id: Uuid) -> Result<bool, A
     let mut diff = Map::new();
     diff.insert("webhookId".into(), json!(id));
     record(txn, lock, viewer, EventKind::WebhookDeleted, diff).await?;
+    hooks.changed();
     Ok(true)
 }
 
@@ -328,7 +336,7 @@ pub async fn redeliver(
     }
     .insert(db)
     .await?;
-    hooks.wake();
+    hooks.changed();
     Ok(true)
 }
 
@@ -372,7 +380,7 @@ pub async fn replay(
     diff.insert("webhookId".into(), json!(webhook_id));
     diff.insert("replayFromSeq".into(), json!(from_seq));
     record(txn, lock, viewer, EventKind::WebhookUpdated, diff).await?;
-    hooks.wake();
+    hooks.changed();
     Ok(WebhookView { webhook, head })
 }
 

@@ -45,7 +45,9 @@ fn violations(folders: &[&str], forbidden: &[&str]) -> Vec<String> {
 #[test]
 fn slices_do_not_import_the_transport_layer_or_the_schema() {
     let found = violations(
-        &["projects", "tasks", "events", "presence", "auth", "users"],
+        &[
+            "projects", "tasks", "events", "presence", "auth", "users", "webhooks",
+        ],
         &["crate::http", "crate::graphql"],
     );
     assert!(found.is_empty(), "imports upwards:\n{}", found.join("\n"));

@@ -676,3 +676,93 @@ async fn two_instances_deliver_each_event_once_and_a_killed_deliverer_is_replace
     }
     assert!(got.iter().all(|r| r.signed_by(&secret)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standardwebhooks_library_verifies_every_delivery() {
+    let Some(dir) = require_client_project("the standardwebhooks test") else {
+        return;
+    };
+    let app = spawn_app_with(fast).await;
+    let receiver = Receiver::start().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let (id, old) = create_webhook(
+        &app,
+        &alice,
+        &project,
+        &receiver.url(),
+        &["TASK_CREATED", "TASK_UPDATED"],
+    )
+    .await;
+    let task = app.create_task(&alice, &project, "Ünïcödé ✓").await;
+    rename(&app, &alice, &task, "quotes \" and \\ backslashes").await;
+    let rotated = app
+        .ok(
+            &alice,
+            "mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let new = rotated["rotateWebhookSecret"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    rename(&app, &alice, &task, "after the rotation").await;
+    let got = receiver.wait_accepted(3).await;
+
+    // Each delivery checked with the secret the integrator holds at the time, and the last
+    // one (signed by both) with each of the two secrets.
+    let mut cases: Vec<Value> = got
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({
+                "secret": if i < 2 { &old } else { &new },
+                "id": r.id, "timestamp": r.timestamp, "signature": r.signature,
+                "body": String::from_utf8(r.raw.clone()).expect("UTF-8 body"),
+            })
+        })
+        .collect();
+    let mut with_old = cases[2].clone();
+    with_old["secret"] = json!(old);
+    cases.push(with_old);
+    let mut tampered = cases[0].clone();
+    tampered["body"] = json!(tampered["body"].as_str().expect("body").replace("Ü", "U"));
+    cases.push(tampered);
+
+    let verdicts = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("node")
+            .arg("standardwebhooks.mjs")
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("node runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&serde_json::to_vec(&cases).expect("JSON"))
+            .expect("written");
+        child.wait_with_output().expect("node ends")
+    })
+    .await
+    .expect("joined");
+    assert!(
+        verdicts.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verdicts.stderr)
+    );
+    let verdicts: Value = serde_json::from_slice(&verdicts.stdout).expect("JSON verdicts");
+    let ok: Vec<bool> = verdicts
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["ok"] == true)
+        .collect();
+    assert_eq!(ok, [true, true, true, true, false], "{verdicts}");
+    assert_eq!(verdicts[0]["type"], "TASK_CREATED");
+    assert_eq!(verdicts[2]["seq"], 5, "after the rotation's own event (4)");
+}
