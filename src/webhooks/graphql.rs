@@ -4,7 +4,8 @@ use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::ROTATION_OVERLAP_HOURS;
-use super::service::{self, DeliveryPage, NewWebhook, WebhookChanges, WebhookView};
+use super::history::{self, DeliveryPage};
+use super::service::{self, NewWebhook, WebhookChanges, WebhookView};
 use crate::auth;
 use crate::entities::events::EventKind;
 use crate::entities::webhook_deliveries;
@@ -210,7 +211,7 @@ impl WebhookQuery {
         let id = parse_uuid("webhookId", &webhook_id)?;
         // A variable left out reaches here as null: it means the default too.
         let first = first.unwrap_or(50);
-        let page = service::deliveries(&state.db, viewer, id, first, after.as_deref()).await?;
+        let page = history::deliveries(&state.db, viewer, id, first, after.as_deref()).await?;
         Ok(page.into())
     }
 }
@@ -299,7 +300,7 @@ impl WebhookMutation {
         let viewer = auth::viewer(ctx)?;
         let state = AppState::from_ctx(ctx)?;
         let id = parse_uuid("webhookId", &webhook_id)?;
-        Ok(service::redeliver(&state.db, &state.webhooks, viewer, id, seq).await?)
+        Ok(history::redeliver(&state.db, &state.webhooks, viewer, id, seq).await?)
     }
 
     /// Delivers again from `fromSeq` (inclusive), as new messages; `CURSOR_EXPIRED` when the
@@ -313,7 +314,7 @@ impl WebhookMutation {
         let viewer = auth::viewer(ctx)?;
         let state = AppState::from_ctx(ctx)?;
         let id = parse_uuid("webhookId", &webhook_id)?;
-        let view = service::replay(&state.events, &state.webhooks, viewer, id, from_seq).await?;
+        let view = history::replay(&state.events, &state.webhooks, viewer, id, from_seq).await?;
         Ok(Webhook(view))
     }
 }

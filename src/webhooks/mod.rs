@@ -12,10 +12,12 @@
 pub mod address;
 mod deliver;
 mod graphql;
+pub mod history;
 pub mod payload;
 mod send;
 pub mod service;
 pub mod signing;
+mod worker;
 
 pub use graphql::{WebhookMutation, WebhookQuery};
 pub use send::Outcome;

@@ -45,6 +45,31 @@ pub async fn create_webhook(
     )
 }
 
+/// An app with fast settings, a receiver, and Alice's project with a webhook to it.
+struct Hooked {
+    app: TestApp,
+    receiver: Receiver,
+    alice: String,
+    project: String,
+    id: String,
+    secret: String,
+}
+
+async fn hooked(receiver: Receiver, kinds: &[&str]) -> Hooked {
+    let app = spawn_app_with(fast).await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let (id, secret) = create_webhook(&app, &alice, &project, &receiver.url(), kinds).await;
+    Hooked {
+        app,
+        receiver,
+        alice,
+        project,
+        id,
+        secret,
+    }
+}
+
 async fn webhook(app: &TestApp, token: &str, project: &str) -> Value {
     app.ok(token, LIST, json!({ "p": project })).await["webhooks"][0].clone()
 }
@@ -72,18 +97,14 @@ async fn wait_webhook(
 
 #[tokio::test]
 async fn events_of_the_chosen_kinds_arrive_signed_in_order_exactly_once() {
-    let app = spawn_app_with(fast).await;
-    let receiver = Receiver::start().await;
-    let alice = app.token("alice");
-    let project = app.create_project(&alice, "P").await;
-    let (id, secret) = create_webhook(
-        &app,
-        &alice,
-        &project,
-        &receiver.url(),
-        &["TASK_CREATED", "TASK_UPDATED"],
-    )
-    .await;
+    let Hooked {
+        app,
+        receiver,
+        alice,
+        project,
+        id,
+        secret,
+    } = hooked(Receiver::start().await, &["TASK_CREATED", "TASK_UPDATED"]).await;
     assert!(secret.starts_with("whsec_"), "{secret}");
 
     let task = app.create_task(&alice, &project, "T").await;
@@ -173,6 +194,9 @@ async fn a_failing_receiver_gets_every_event_in_order_with_stable_ids() {
         "retries keep the webhook-id"
     );
     assert!(all.iter().all(|r| r.signed_by(&secret)));
+    // The receiver records on arrival; the last attempt is logged once its answer is in.
+    let hook = wait_webhook(&app, &alice, &project, |h| h["lastDeliveredSeq"] == 7).await;
+    assert_eq!(hook["failedAttempts"], 0);
 
     let page = app
         .ok(&alice, DELIVERIES, json!({ "w": id, "first": 100 }))
@@ -193,25 +217,30 @@ async fn a_failing_receiver_gets_every_event_in_order_with_stable_ids() {
     );
     assert_eq!(success["statusCode"], 200);
     assert_eq!(success["messageId"], all[0].id.as_str());
-    let hook = wait_webhook(&app, &alice, &project, |h| h["lastDeliveredSeq"] == 7).await;
-    assert_eq!(hook["failedAttempts"], 0);
 }
 
 #[tokio::test]
 async fn a_receiver_slower_than_the_timeout_is_retried() {
-    let app = spawn_app_with(fast).await;
-    let receiver = Receiver::scripted(|n| Reply {
-        status: 200,
-        delay: if n == 0 {
-            Duration::from_secs(3)
-        } else {
-            Duration::ZERO
-        },
-    })
+    let Hooked {
+        app,
+        receiver,
+        alice,
+        project,
+        id,
+        ..
+    } = hooked(
+        Receiver::scripted(|n| Reply {
+            status: 200,
+            delay: if n == 0 {
+                Duration::from_secs(3)
+            } else {
+                Duration::ZERO
+            },
+        })
+        .await,
+        &["TASK_CREATED"],
+    )
     .await;
-    let alice = app.token("alice");
-    let project = app.create_project(&alice, "P").await;
-    let (id, _) = create_webhook(&app, &alice, &project, &receiver.url(), &["TASK_CREATED"]).await;
     app.create_task(&alice, &project, "T").await;
     // The first request times out on TaskNest's side, the retry lands.
     receiver.wait_for(20, |r| r.len() >= 2).await;
@@ -235,18 +264,25 @@ async fn a_receiver_slower_than_the_timeout_is_retried() {
 
 #[tokio::test]
 async fn a_410_disables_the_webhook_at_once_and_an_owner_can_enable_it_again() {
-    let app = spawn_app_with(fast).await;
-    let receiver = Receiver::scripted(|n| {
-        if n == 0 {
-            Reply::status(410)
-        } else {
-            Reply::OK
-        }
-    })
+    let Hooked {
+        app,
+        receiver,
+        alice,
+        project,
+        id,
+        ..
+    } = hooked(
+        Receiver::scripted(|n| {
+            if n == 0 {
+                Reply::status(410)
+            } else {
+                Reply::OK
+            }
+        })
+        .await,
+        &["TASK_CREATED"],
+    )
     .await;
-    let alice = app.token("alice");
-    let project = app.create_project(&alice, "P").await;
-    let (id, _) = create_webhook(&app, &alice, &project, &receiver.url(), &["TASK_CREATED"]).await;
     app.create_task(&alice, &project, "A").await;
     let hook = wait_webhook(&app, &alice, &project, |h| h["enabled"] == false).await;
     assert!(
@@ -311,12 +347,14 @@ async fn a_receiver_down_past_the_give_up_time_is_disabled_with_the_reason() {
 
 #[tokio::test]
 async fn rotating_the_secret_signs_with_both_during_the_overlap() {
-    let app = spawn_app_with(fast).await;
-    let receiver = Receiver::start().await;
-    let alice = app.token("alice");
-    let project = app.create_project(&alice, "P").await;
-    let (id, old) =
-        create_webhook(&app, &alice, &project, &receiver.url(), &["TASK_CREATED"]).await;
+    let Hooked {
+        app,
+        receiver,
+        alice,
+        project,
+        id,
+        secret: old,
+    } = hooked(Receiver::start().await, &["TASK_CREATED"]).await;
     app.create_task(&alice, &project, "before").await;
     let before = receiver.wait_accepted(1).await;
     assert_eq!(before[0].signature.split(' ').count(), 1);
@@ -504,15 +542,20 @@ async fn only_owners_and_admin_tokens_manage_webhooks() {
 
 #[tokio::test]
 async fn deliveries_page_and_events_can_be_redelivered_or_replayed() {
-    let app = spawn_app_with(fast).await;
-    let receiver = Receiver::start().await;
-    let alice = app.token("alice");
-    let project = app.create_project(&alice, "P").await;
-    let (id, _) = create_webhook(&app, &alice, &project, &receiver.url(), &["TASK_CREATED"]).await;
+    let Hooked {
+        app,
+        receiver,
+        alice,
+        project,
+        id,
+        ..
+    } = hooked(Receiver::start().await, &["TASK_CREATED"]).await;
     for i in 0..5 {
         app.create_task(&alice, &project, &format!("t{i}")).await;
     }
     let first_round = receiver.wait_accepted(5).await;
+    // Logged once each answer is in: wait for the cursor, which moves after the log.
+    wait_webhook(&app, &alice, &project, |h| h["lastDeliveredSeq"] == 6).await;
 
     // Pages of two, newest first, until the end.
     let mut seen = Vec::new();
@@ -682,18 +725,14 @@ async fn the_standardwebhooks_library_verifies_every_delivery() {
     let Some(dir) = require_client_project("the standardwebhooks test") else {
         return;
     };
-    let app = spawn_app_with(fast).await;
-    let receiver = Receiver::start().await;
-    let alice = app.token("alice");
-    let project = app.create_project(&alice, "P").await;
-    let (id, old) = create_webhook(
-        &app,
-        &alice,
-        &project,
-        &receiver.url(),
-        &["TASK_CREATED", "TASK_UPDATED"],
-    )
-    .await;
+    let Hooked {
+        app,
+        receiver,
+        alice,
+        project,
+        id,
+        secret: old,
+    } = hooked(Receiver::start().await, &["TASK_CREATED", "TASK_UPDATED"]).await;
     let task = app.create_task(&alice, &project, "Ünïcödé ✓").await;
     rename(&app, &alice, &task, "quotes \" and \\ backslashes").await;
     let rotated = app
