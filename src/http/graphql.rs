@@ -69,7 +69,8 @@ pub async fn handle_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(media) = negotiate(&headers) else {
+    let sse = super::sse::accepts(&headers);
+    let Some(media) = negotiate(&headers).or(sse.then_some(Media::Json)) else {
         return not_acceptable();
     };
     let body = match body {
@@ -106,7 +107,14 @@ pub async fn handle_post(
         return batch(&state, &headers, items, media).await;
     }
     match decode::post_body(&state, body).await {
-        Ok(request) => execute(&state, &headers, request, media).await,
+        Ok(mut request) => {
+            let kind = document::analyze(&mut request).map(|a| a.kind);
+            if sse && streams(&headers, kind) {
+                super::sse::respond(&state, &headers, request).await
+            } else {
+                execute(&state, &headers, request, media).await
+            }
+        }
         Err(rejection) => rejected(media, rejection),
     }
 }
@@ -162,15 +170,21 @@ async fn handle_query_string(
     headers: HeaderMap,
     uri: &axum::http::Uri,
 ) -> Response {
-    let Some(media) = negotiate(&headers) else {
+    let sse = super::sse::accepts(&headers);
+    let Some(media) = negotiate(&headers).or(sse.then_some(Media::Json)) else {
         return not_acceptable();
     };
     let mut request = match decode::query_string(&state, uri.query().unwrap_or_default()).await {
         Ok(request) => request,
         Err(rejection) => return rejected(media, rejection),
     };
+    let kind = document::analyze(&mut request).map(|a| a.kind);
+    // An event stream may carry a subscription over GET (EventSource can only GET).
+    if sse && kind != Some(OperationType::Mutation) && streams(&headers, kind) {
+        return super::sse::respond(&state, &headers, request).await;
+    }
     // Unparsable documents pass here and fail in execution with a proper error.
-    if document::analyze(&mut request).is_some_and(|a| a.kind != OperationType::Query) {
+    if kind.is_some_and(|k| k != OperationType::Query) {
         let mut response = request_error(
             media,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -219,6 +233,19 @@ fn response_body(response: &async_graphql::Response, request_failed: bool) -> St
         let error = AppError::Internal(anyhow::anyhow!("cannot serialize a response: {err}"));
         errors_body(&[error.into_server_error(&[])])
     })
+}
+
+/// Whether to answer with an event stream, for a client that accepts one: always for a
+/// subscription, and for a query or mutation only when it accepts no JSON type (urql and
+/// others list `text/event-stream` beside JSON for every request, and want JSON then).
+fn streams(headers: &HeaderMap, kind: Option<OperationType>) -> bool {
+    kind == Some(OperationType::Subscription) || negotiate_strict(headers).is_none()
+}
+
+/// [`negotiate`] without the "no Accept means JSON" default.
+fn negotiate_strict(headers: &HeaderMap) -> Option<Media> {
+    headers.get(ACCEPT)?;
+    negotiate(headers)
 }
 
 /// The response media types of GraphQL over HTTP.

@@ -9,6 +9,7 @@ mod health;
 pub mod multiplex;
 pub mod payload;
 pub mod persisted;
+mod sse;
 pub mod ws;
 
 use axum::Router;

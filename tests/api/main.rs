@@ -31,6 +31,7 @@ mod redis_fallback;
 mod retries;
 mod schema;
 mod spec;
+mod sse;
 mod subscriptions;
 mod tasks;
 mod validation;

@@ -4,12 +4,14 @@
 mod proxy;
 mod receiver;
 mod redis;
+mod sse;
 mod template;
 mod ws;
 
 pub use proxy::TcpProxy;
 pub use receiver::{Received, Receiver, Reply};
 pub use redis::{RedisServer, require_redis};
+pub use sse::SseStream;
 pub use ws::WsClient;
 
 use std::net::SocketAddr;
@@ -264,6 +266,29 @@ impl TestApp {
             .await;
         assert_eq!(ack["type"], "connection_ack", "{ack}");
         client
+    }
+
+    /// Starts `query` as an event stream (POST, `Accept: text/event-stream`), optionally
+    /// resuming after `last_event_id`.
+    pub async fn sse(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+        last_event_id: Option<i64>,
+    ) -> SseStream {
+        let mut request = self
+            .client
+            .post(self.graphql_url())
+            .header("accept", "text/event-stream")
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        SseStream::new(request.send().await.expect("request sent"))
     }
 
     /// `http://addr/graphql`.

@@ -1,0 +1,199 @@
+//! GraphQL over Server-Sent Events (graphql-sse, distinct connections): queries, mutations
+//! and subscriptions as event streams, `id:` = seq, and resume with `Last-Event-ID`.
+
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::subscriptions::{EVENTS, rename};
+
+#[tokio::test]
+async fn a_query_streams_one_result_then_complete() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let mut stream = app
+        .sse(Some(&alice), "{ me { id } }", json!({}), None)
+        .await;
+    assert!(
+        stream.content_type.starts_with("text/event-stream"),
+        "{}",
+        stream.content_type
+    );
+    assert_eq!(stream.headers["x-accel-buffering"], "no");
+    let next = stream.next().await.expect("next");
+    assert_eq!(next.event, "next");
+    assert_eq!(next.data["data"]["me"]["id"], app.user("alice"));
+    assert_eq!(stream.next().await.expect("complete").event, "complete");
+    assert_eq!(stream.next().await, None, "the stream ends");
+}
+
+#[tokio::test]
+async fn a_client_that_also_accepts_json_gets_json_for_a_query() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    // What urql sends for queries and mutations.
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .bearer_auth(&alice)
+        .header(
+            "accept",
+            "application/graphql-response+json, application/json, text/event-stream, multipart/mixed",
+        )
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/graphql-response+json"),
+        "{content_type}"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["me"]["id"], app.user("alice"));
+}
+
+#[tokio::test]
+async fn a_mutation_over_sse_answers_once() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let mut stream = app
+        .sse(
+            Some(&alice),
+            "mutation { createProject(input: {name: \"over SSE\"}) { name } }",
+            json!({}),
+            None,
+        )
+        .await;
+    let next = stream.next().await.expect("next");
+    assert_eq!(next.data["data"]["createProject"]["name"], "over SSE");
+    assert_eq!(stream.next().await.expect("complete").event, "complete");
+}
+
+#[tokio::test]
+async fn a_subscription_streams_events_with_their_seq_and_resumes_after_last_event_id() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let mut stream = app
+        .sse(Some(&alice), EVENTS, json!({ "p": project }), None)
+        .await;
+    // Give the live subscription a moment to join its room.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for i in 0..3 {
+        rename(&app, &alice, &task, &format!("r{i}")).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = stream.next().await.expect("an event");
+        assert_eq!(event.event, "next");
+        let seq = event.data["data"]["projectEvents"]["seq"].as_i64().unwrap();
+        assert_eq!(event.id, Some(seq.to_string()), "id: is the seq");
+        seen.push(seq);
+    }
+    assert_eq!(seen, vec![2, 3, 4]);
+    drop(stream);
+
+    // Changes while disconnected, then a reconnect from the last id seen.
+    for i in 3..6 {
+        rename(&app, &alice, &task, &format!("r{i}")).await;
+    }
+    let mut resumed = app
+        .sse(Some(&alice), EVENTS, json!({ "p": project }), Some(4))
+        .await;
+    rename(&app, &alice, &task, "live").await;
+    let mut after = Vec::new();
+    for _ in 0..4 {
+        let event = resumed.next().await.expect("an event");
+        after.push(event.data["data"]["projectEvents"]["seq"].as_i64().unwrap());
+    }
+    assert_eq!(after, vec![5, 6, 7, 8], "nothing missed, nothing twice");
+    assert_eq!(resumed.next_within(300).await, None);
+
+    // An EventSource reconnects with GET and the same header.
+    let response = app
+        .client
+        .get(app.graphql_url())
+        .query(&[
+            ("query", EVENTS),
+            ("variables", &json!({ "p": project }).to_string()),
+        ])
+        .bearer_auth(&alice)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "7")
+        .send()
+        .await
+        .unwrap();
+    let mut by_get = SseStream::new(response);
+    let event = by_get.next().await.expect("an event");
+    assert_eq!(event.id.as_deref(), Some("8"));
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_the_log_is_cursor_expired() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    app.create_task(&alice, &project, "T").await;
+    tasknest::events::retention::prune(&app.state.db, std::time::Duration::from_millis(1))
+        .await
+        .unwrap();
+    let mut stream = app
+        .sse(Some(&alice), EVENTS, json!({ "p": project }), Some(0))
+        .await;
+    let next = stream.next().await.expect("next");
+    assert_eq!(
+        next.data["errors"][0]["extensions"]["code"], "CURSOR_EXPIRED",
+        "{:?}",
+        next.data
+    );
+    assert_eq!(stream.next().await.expect("complete").event, "complete");
+}
+
+#[tokio::test]
+async fn non_members_and_revoked_tokens_get_coded_errors_on_the_stream() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let mut stranger = app
+        .sse(
+            Some(&app.token("mallory")),
+            EVENTS,
+            json!({ "p": project }),
+            None,
+        )
+        .await;
+    let refused = stranger.next().await.expect("next");
+    assert_eq!(refused.data["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    assert_eq!(stranger.next().await.expect("complete").event, "complete");
+
+    let created = app
+        .ok(
+            &alice,
+            "mutation { createApiToken(input: {name: \"feed\", scopes: [READ]}) { secret token { id } } }",
+            json!({}),
+        )
+        .await;
+    let secret = created["createApiToken"]["secret"].as_str().unwrap();
+    let id = created["createApiToken"]["token"]["id"].as_str().unwrap();
+    let mut feed = app
+        .sse(Some(secret), EVENTS, json!({ "p": project }), None)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app.ok(
+        &alice,
+        "mutation($id: ID!) { revokeApiToken(id: $id) }",
+        json!({ "id": id }),
+    )
+    .await;
+    let ended = feed.next().await.expect("next");
+    assert_eq!(
+        ended.data["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{:?}",
+        ended.data
+    );
+    assert_eq!(feed.next().await.expect("complete").event, "complete");
+}
