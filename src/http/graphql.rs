@@ -70,7 +70,8 @@ pub async fn handle_post(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let sse = super::sse::accepts(&headers);
-    let Some(media) = negotiate(&headers).or(sse.then_some(Media::Json)) else {
+    let multipart = super::multipart::accepts(&headers);
+    let Some(media) = negotiate(&headers).or((sse || multipart).then_some(Media::Json)) else {
         return not_acceptable();
     };
     let body = match body {
@@ -111,6 +112,8 @@ pub async fn handle_post(
             let kind = document::analyze(&mut request).map(|a| a.kind);
             if sse && streams(&headers, kind) {
                 super::sse::respond(&state, &headers, request).await
+            } else if multipart && kind == Some(OperationType::Subscription) {
+                super::multipart::respond(&state, &headers, request).await
             } else {
                 execute(&state, &headers, request, media).await
             }

@@ -6,10 +6,12 @@ mod decode;
 mod execute;
 mod graphql;
 mod health;
+mod multipart;
 pub mod multiplex;
 pub mod payload;
 pub mod persisted;
 mod sse;
+mod streaming;
 pub mod ws;
 
 use axum::Router;

@@ -16,18 +16,15 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use async_graphql::Request;
-use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CACHE_CONTROL};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 
 use super::HttpState;
-use super::execute::authenticate;
-use crate::auth::{self, Authentication};
-use crate::error::{AppError, errors_body, with_error_codes};
-use crate::graphql::prepare_request;
-use crate::realtime::stream::ResumeAfter;
+use super::streaming::{self, Item, Started};
+use crate::error::{AppError, errors_body};
 
 /// Comment lines on an idle stream keep proxies from closing it.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -42,118 +39,72 @@ pub(super) fn accepts(headers: &HeaderMap) -> bool {
 
 /// Runs `request` and answers with its results as an event stream.
 pub(super) async fn respond(state: &HttpState, headers: &HeaderMap, request: Request) -> Response {
-    let authentication = authenticate(state, headers).await;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
-    // Starting a stream counts against the same budget as starting a graphql-ws operation.
-    let mut ends = None;
-    if let Authentication::Viewer(viewer) = &authentication {
-        if let Err(limited) = state.app.rate_limiter.check(&viewer.rate_key()).await {
-            return once(errors_body(&[limited.into_server_error(&[])]));
+    let rx = match streaming::start(state, headers, request, resume_after, None).await {
+        Started::Running(rx) => rx,
+        Started::Refused(error) => {
+            let events = vec![
+                Ok::<_, Infallible>(next(errors_body(&[error.into_server_error(&[])]))),
+                Ok(complete()),
+            ];
+            return Sse::new(futures_util::stream::iter(events)).into_response();
         }
-        let remaining = viewer.expires_at.saturating_sub(auth::unix_now()).max(0);
-        let expiry = tokio::time::Instant::now()
-            + Duration::from_secs(remaining.min(365 * 24 * 3600) as u64);
-        ends = Some((expiry, state.app.api_tokens.watch(&state.app.db, viewer)));
-    }
-    let mut request = prepare_request(request, &state.app, authentication);
-    if let Some(seq) = resume_after {
-        request = request.data(ResumeAfter(seq));
-    }
-    let results = state.schema.execute_stream(request).map(|mut response| {
-        with_error_codes(&mut response.errors);
-        let id = event_seq(&response);
-        let body = serde_json::to_string(&response).unwrap_or_else(|err| {
-            let error = AppError::Internal(anyhow::anyhow!("cannot serialize a response: {err}"));
-            errors_body(&[error.into_server_error(&[])])
-        });
-        let event = Event::default().event("next").data(body);
-        match id {
-            Some(seq) => event.id(seq.to_string()),
-            None => event,
-        }
-    });
-    let shutdown = state.app.shutdown.clone();
-    let stream = drive(results, ends, shutdown);
-    let mut response = Sse::new(stream)
+    };
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let events = match rx.recv().await? {
+            Item::Result(response) => vec![result_event(&response)],
+            Item::Heartbeat => vec![],
+            Item::TokenEnded => {
+                let error = streaming::token_ended();
+                vec![
+                    next(errors_body(&[error.into_server_error(&[])])),
+                    complete(),
+                ]
+            }
+            Item::Complete => vec![complete()],
+        };
+        Some((
+            futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>)),
+            rx,
+        ))
+    })
+    .flatten();
+    let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response();
     let headers = response.headers_mut();
-    headers.insert(CACHE_CONTROL, "no-cache".parse().expect("a header value"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx and others buffer responses unless told not to.
-    headers.insert("x-accel-buffering", "no".parse().expect("a header value"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
-/// The results, then `complete`; cut short by the token's end (with `UNAUTHENTICATED`) or
-/// by shutdown (without `complete`, so the client reconnects). A task drives the operation
-/// and hands events over; when the client goes away the hand-over fails and the task ends,
-/// dropping the operation.
-fn drive(
-    results: impl Stream<Item = Event> + Send + 'static,
-    ends: Option<(tokio::time::Instant, Option<auth::tokens::TokenWatch>)>,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
-    tokio::spawn(async move {
-        let (expiry, mut watch) = match ends {
-            Some((expiry, watch)) => (Some(expiry), watch),
-            None => (None, None),
-        };
-        let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
-        let token_end = tokio::time::sleep_until(expiry.unwrap_or(far));
-        tokio::pin!(token_end);
-        let mut results = std::pin::pin!(results);
-        loop {
-            let (events, end) = tokio::select! {
-                next = results.next() => match next {
-                    Some(event) => (vec![event], false),
-                    None => (vec![complete()], true),
-                },
-                () = &mut token_end, if expiry.is_some() => (token_ended(), true),
-                () = auth::tokens::revoked(&mut watch) => (token_ended(), true),
-                () = shutdown.cancelled() => return,
-            };
-            for event in events {
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
-            if end {
-                return;
-            }
-        }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
+/// A result as a `next` event, with the event's seq as its `id:` on `projectEvents`.
+fn result_event(response: &async_graphql::Response) -> Event {
+    let event = next(serialize(response));
+    match event_seq(response) {
+        Some(seq) => event.id(seq.to_string()),
+        None => event,
+    }
+}
+
+/// A response as JSON (an internal error in its place if it cannot be written).
+pub(super) fn serialize(response: &async_graphql::Response) -> String {
+    serde_json::to_string(response).unwrap_or_else(|err| {
+        let error = AppError::Internal(anyhow::anyhow!("cannot serialize a response: {err}"));
+        errors_body(&[error.into_server_error(&[])])
     })
 }
 
-/// The end of a stream whose token ran out or was revoked.
-fn token_ended() -> Vec<Event> {
-    let error =
-        AppError::Unauthenticated("the token expired or was revoked: reconnect with a fresh one");
-    vec![
-        Event::default()
-            .event("next")
-            .data(errors_body(&[error.into_server_error(&[])])),
-        complete(),
-    ]
+fn next(data: String) -> Event {
+    Event::default().event("next").data(data)
 }
 
 fn complete() -> Event {
     Event::default().event("complete").data("")
-}
-
-/// A stream of one error result, then `complete` (a request refused before it started).
-fn once(body: String) -> Response {
-    let events = vec![
-        Ok::<_, Infallible>(Event::default().event("next").data(body)),
-        Ok(complete()),
-    ];
-    Sse::new(futures_util::stream::iter(events)).into_response()
 }
 
 /// The `seq` of a `projectEvents` result, for the event's `id:`.

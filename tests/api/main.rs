@@ -20,6 +20,7 @@ mod identity;
 mod jwks;
 mod members;
 mod multi_instance;
+mod multipart;
 mod observability;
 mod pagination;
 mod permissions;

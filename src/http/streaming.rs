@@ -1,0 +1,106 @@
+//! The core of the HTTP streaming transports (SSE, multipart): starting one operation for a
+//! request's viewer (rate limit, resume point) and driving it in a task that ends it on the
+//! token's expiry or revocation and on shutdown. The transports only frame what it yields.
+//! Subscriptions inside run on the same stream core as graphql-ws (replay, live, gap repair,
+//! per-event access checks).
+
+use std::time::Duration;
+
+use async_graphql::Request;
+use axum::http::HeaderMap;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::HttpState;
+use super::execute::authenticate;
+use crate::auth::{self, Authentication};
+use crate::error::{AppError, with_error_codes};
+use crate::graphql::prepare_request;
+use crate::realtime::stream::ResumeAfter;
+
+/// What a streaming operation yields, in order.
+pub(super) enum Item {
+    /// One result of the operation.
+    Result(Box<async_graphql::Response>),
+    /// Nothing for a while (only when a heartbeat interval was asked for).
+    Heartbeat,
+    /// The token expired or was revoked: the last item.
+    TokenEnded,
+    /// The operation finished: the last item.
+    Complete,
+}
+
+/// An operation started, or refused before it started.
+pub(super) enum Started {
+    Running(mpsc::Receiver<Item>),
+    Refused(AppError),
+}
+
+/// Starts `request` for the headers' viewer, resuming `projectEvents` after `resume_after`.
+/// The receiver ends early (without `Complete`) on shutdown; dropping it stops the
+/// operation.
+pub(super) async fn start(
+    state: &HttpState,
+    headers: &HeaderMap,
+    request: Request,
+    resume_after: Option<i64>,
+    heartbeat: Option<Duration>,
+) -> Started {
+    let authentication = authenticate(state, headers).await;
+    let mut ends = None;
+    if let Authentication::Viewer(viewer) = &authentication {
+        // Starting a stream counts against the same budget as starting a graphql-ws operation.
+        if let Err(limited) = state.app.rate_limiter.check(&viewer.rate_key()).await {
+            return Started::Refused(limited);
+        }
+        let remaining = viewer.expires_at.saturating_sub(auth::unix_now()).max(0);
+        let expiry = tokio::time::Instant::now()
+            + Duration::from_secs(remaining.min(365 * 24 * 3600) as u64);
+        ends = Some((expiry, state.app.api_tokens.watch(&state.app.db, viewer)));
+    }
+    let mut request = prepare_request(request, &state.app, authentication);
+    if let Some(seq) = resume_after {
+        request = request.data(ResumeAfter(seq));
+    }
+    let results = state.schema.execute_stream(request);
+    let shutdown = state.app.shutdown.clone();
+    let (tx, rx) = mpsc::channel::<Item>(16);
+    tokio::spawn(async move {
+        let (expiry, mut watch) = match ends {
+            Some((expiry, watch)) => (Some(expiry), watch),
+            None => (None, None),
+        };
+        let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let token_end = tokio::time::sleep_until(expiry.unwrap_or(far));
+        tokio::pin!(token_end);
+        let beat = heartbeat.unwrap_or(Duration::from_secs(3600));
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+        let mut results = std::pin::pin!(results);
+        loop {
+            let item = tokio::select! {
+                next = results.next() => match next {
+                    Some(mut response) => {
+                        with_error_codes(&mut response.errors);
+                        beats.reset();
+                        Item::Result(Box::new(response))
+                    }
+                    None => Item::Complete,
+                },
+                () = &mut token_end, if expiry.is_some() => Item::TokenEnded,
+                () = auth::tokens::revoked(&mut watch) => Item::TokenEnded,
+                _ = beats.tick(), if heartbeat.is_some() => Item::Heartbeat,
+                () = shutdown.cancelled() => return,
+            };
+            let last = matches!(item, Item::TokenEnded | Item::Complete);
+            if tx.send(item).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    Started::Running(rx)
+}
+
+/// The error a stream ends with when its token ran out or was revoked.
+pub(super) fn token_ended() -> AppError {
+    AppError::Unauthenticated("the token expired or was revoked: reconnect with a fresh one")
+}
