@@ -197,3 +197,93 @@ async fn non_members_and_revoked_tokens_get_coded_errors_on_the_stream() {
     );
     assert_eq!(feed.next().await.expect("complete").event, "complete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graphql_sse_client_runs_a_query_a_mutation_and_a_subscription() {
+    let Some(dir) = require_client_project("the graphql-sse client test") else {
+        return;
+    };
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let (url, user) = (app.graphql_url(), app.user("alice"));
+    let task_id = task["id"].as_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg("graphql-sse.mjs")
+            .current_dir(&dir)
+            .env("TASKNEST_HTTP", url)
+            .env("TOKEN", alice)
+            .env("PROJECT", project)
+            .env("TASK", task_id)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("joined");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(result["me"], user.as_str());
+    assert_eq!(result["renamed"], "renamed over SSE");
+    assert_eq!(result["seqs"], json!([3, 4, 5]));
+    assert_eq!(result["titles"], json!(["a", "b", "c"]));
+}
+
+/// The README's `curl -N` examples, with this test's server, token and project.
+fn readme_curl_examples(addr: std::net::SocketAddr, project: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let mut examples = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("curl -N") {
+            continue;
+        }
+        let mut command = line.to_owned();
+        while command.ends_with('\\') {
+            command.pop();
+            command.push_str(lines.next().expect("a continued line"));
+        }
+        examples.push(
+            command
+                .replace("http://127.0.0.1:8000", &format!("http://{addr}"))
+                .replace("<project id>", project),
+        );
+    }
+    examples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_curl_examples_stream_a_mutations_event() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let examples = readme_curl_examples(app.addr, &project);
+    assert_eq!(examples.len(), 2, "the SSE and the multipart example");
+    for (example, expected) in examples.iter().zip(["event: next", "--graphql"]) {
+        let command = example.clone();
+        let token = alice.clone();
+        // curl runs for 3 s; the mutation lands meanwhile.
+        let run = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{command} --max-time 3"))
+                .env("TOKEN", token)
+                .output()
+                .expect("curl runs")
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        rename(&app, &alice, &task, &format!("seen by curl, {expected}")).await;
+        let output = run.await.expect("joined");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains(expected), "{example}\n{stdout}");
+        assert!(stdout.contains("\"projectEvents\""), "{example}\n{stdout}");
+    }
+}
