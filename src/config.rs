@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_jwt_secret)]
     pub jwt_secret: Option<String>,
 
+    /// The dev token printed at start when the server made its own secret (never read from
+    /// the environment): the playground fills it into its headers.
+    #[arg(skip)]
+    pub dev_token: Option<String>,
+
     /// An identity provider's JWKS URL (its published signing keys, fetched and kept fresh);
     /// its tokens are accepted beside HS256 ones.
     #[arg(long, env = "JWT_JWKS_URL", value_parser = parse_jwks_url)]

@@ -65,7 +65,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let dev_secret = config.jwt_secret.is_none();
             if dev_secret {
                 let bytes: [u8; 32] = rand::random();
-                config.jwt_secret = Some(bytes.iter().map(|b| format!("{b:02x}")).collect());
+                let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                config.dev_token = Some(dev_token(&secret)?);
+                config.jwt_secret = Some(secret);
             }
             let app = Application::build(config.clone()).await?;
             let addr = app.local_addr();
@@ -79,15 +81,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The one-time dev token for a secret made at start; it stops working at the next start.
-fn print_dev_banner(config: &tasknest::Config, addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let secret = config.jwt_secret.as_deref().unwrap_or_default();
+/// A token for user "dev", valid 24 h, signed with the secret made at start.
+fn dev_token(secret: &str) -> anyhow::Result<String> {
     let token = JwtKeys::new(secret.as_bytes()).mint(
         "dev",
         "Dev User",
         None,
         Duration::from_secs(24 * 3600),
     )?;
+    Ok(token)
+}
+
+/// The one-time dev token for a secret made at start; it stops working at the next start.
+fn print_dev_banner(config: &tasknest::Config, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let token = config.dev_token.clone().unwrap_or_default();
     println!();
     println!("JWT_SECRET is not set: using a random secret for this run only.");
     println!("GraphiQL: http://{addr}/   GraphQL: http://{addr}/graphql");
@@ -95,7 +102,7 @@ fn print_dev_banner(config: &tasknest::Config, addr: std::net::SocketAddr) -> an
     println!();
     println!("{token}");
     println!();
-    println!("Paste into GraphiQL's Headers tab:");
+    println!("GraphiQL's Headers tab already holds it; for other clients:");
     println!();
     println!("{{\"Authorization\": \"Bearer {token}\"}}");
     println!();

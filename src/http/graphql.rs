@@ -1,10 +1,9 @@
 //! The GraphQL endpoint over HTTP, as the GraphQL-over-HTTP specification asks: the
 //! response media type by `Accept`, 400 for requests that cannot run, 405 for a mutation
-//! over GET, 415 for a body that is not JSON, batches only when turned on. And the GraphiQL
-//! page.
+//! over GET, 415 for a body that is not JSON, batches only when turned on; event streams
+//! (SSE, multipart) for clients that ask for them.
 
 use async_graphql::Request;
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
 use axum::extract::FromRequestParts;
@@ -13,7 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::HttpState;
@@ -21,17 +20,6 @@ use super::decode;
 use super::execute::{Ran, authenticate, run};
 use crate::error::{AppError, errors_body};
 use crate::graphql::document;
-
-/// GraphiQL, pointed at `/graphql`.
-pub async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .title("TaskNest")
-            .finish(),
-    )
-}
 
 /// `GET /graphql`: a WebSocket upgrade (subscriptions) or a query in the URL.
 pub async fn handle_get(

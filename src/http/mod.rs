@@ -10,6 +10,7 @@ mod multipart;
 pub mod multiplex;
 pub mod payload;
 pub mod persisted;
+mod playground;
 mod sse;
 mod streaming;
 pub mod ws;
@@ -71,7 +72,8 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
         keepalive: app.config.ws_keepalive,
     };
     let router = Router::new()
-        .route("/", get(graphql::graphiql))
+        .route("/", get(playground::page))
+        .route("/playground/{version}/{file}", get(playground::asset))
         .route(
             "/graphql",
             get(graphql::handle_get).post(graphql::handle_post),

@@ -25,6 +25,7 @@ mod observability;
 mod pagination;
 mod permissions;
 mod persisted_queries;
+mod playground;
 mod presence;
 mod projects;
 mod rate_limits;
