@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY migration ./migration
 COPY bench ./bench
+COPY assets ./assets
 COPY src ./src
 COPY tests ./tests
 COPY schema.graphql clippy.toml ./

@@ -10,6 +10,7 @@ use async_graphql::Request;
 use axum::http::HeaderMap;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::HttpState;
 use super::execute::authenticate;
@@ -48,11 +49,24 @@ pub(super) async fn start(
 ) -> Started {
     let authentication = authenticate(state, headers).await;
     let mut ends = None;
+    let mut slot = None;
+    let mut user = String::new();
     if let Authentication::Viewer(viewer) = &authentication {
         // Starting a stream counts against the same budget as starting a graphql-ws operation.
         if let Err(limited) = state.app.rate_limiter.check(&viewer.rate_key()).await {
             return Started::Refused(limited);
         }
+        // An open stream counts as one of the user's connections, as a WebSocket does.
+        let max = state.app.config.max_connections_per_user;
+        match state.ws_users.acquire(&viewer.user_id, max) {
+            Some(taken) => slot = Some(taken),
+            None => {
+                return Started::Refused(AppError::TooMany(
+                    "too many open connections for this user",
+                ));
+            }
+        }
+        user = viewer.user_id.clone();
         let remaining = viewer.expires_at.saturating_sub(auth::unix_now()).max(0);
         let expiry = tokio::time::Instant::now()
             + Duration::from_secs(remaining.min(365 * 24 * 3600) as u64);
@@ -65,39 +79,66 @@ pub(super) async fn start(
     let results = state.schema.execute_stream(request);
     let shutdown = state.app.shutdown.clone();
     let (tx, rx) = mpsc::channel::<Item>(16);
-    tokio::spawn(async move {
-        let (expiry, mut watch) = match ends {
-            Some((expiry, watch)) => (Some(expiry), watch),
-            None => (None, None),
-        };
-        let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
-        let token_end = tokio::time::sleep_until(expiry.unwrap_or(far));
-        tokio::pin!(token_end);
-        let beat = heartbeat.unwrap_or(Duration::from_secs(3600));
-        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
-        let mut results = std::pin::pin!(results);
-        loop {
-            let item = tokio::select! {
-                next = results.next() => match next {
-                    Some(mut response) => {
-                        with_error_codes(&mut response.errors);
-                        beats.reset();
-                        Item::Result(Box::new(response))
-                    }
-                    None => Item::Complete,
-                },
-                () = &mut token_end, if expiry.is_some() => Item::TokenEnded,
-                () = auth::tokens::revoked(&mut watch) => Item::TokenEnded,
-                _ = beats.tick(), if heartbeat.is_some() => Item::Heartbeat,
-                () = shutdown.cancelled() => return,
+    let gauge = state.app.metrics.subscriptions.clone();
+    let span = tracing::info_span!("graphql.stream", user = %user);
+    tokio::spawn(
+        async move {
+            // Held for the stream's life: the user's connection count and the running gauge.
+            let _slot = slot;
+            gauge.inc();
+            let _running = scopeguard(move || {
+                gauge.dec();
+            });
+            let (expiry, mut watch) = match ends {
+                Some((expiry, watch)) => (Some(expiry), watch),
+                None => (None, None),
             };
-            let last = matches!(item, Item::TokenEnded | Item::Complete);
-            if tx.send(item).await.is_err() || last {
-                return;
+            let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+            let token_end = tokio::time::sleep_until(expiry.unwrap_or(far));
+            tokio::pin!(token_end);
+            let beat = heartbeat.unwrap_or(Duration::from_secs(3600));
+            let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+            let mut results = std::pin::pin!(results);
+            loop {
+                let item = tokio::select! {
+                    next = results.next() => match next {
+                        Some(mut response) => {
+                            with_error_codes(&mut response.errors);
+                            beats.reset();
+                            Item::Result(Box::new(response))
+                        }
+                        None => Item::Complete,
+                    },
+                    () = &mut token_end, if expiry.is_some() => Item::TokenEnded,
+                    () = auth::tokens::revoked(&mut watch) => Item::TokenEnded,
+                    _ = beats.tick(), if heartbeat.is_some() => Item::Heartbeat,
+                    () = shutdown.cancelled() => return,
+                    // The client went away (its response body was dropped): stop at once,
+                    // not at the next event.
+                    () = tx.closed() => return,
+                };
+                let last = matches!(item, Item::TokenEnded | Item::Complete);
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
             }
         }
-    });
+        .instrument(span),
+    );
     Started::Running(rx)
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 /// The error a stream ends with when its token ran out or was revoked.

@@ -138,6 +138,8 @@ async fn a_cursor_older_than_the_log_is_cursor_expired() {
     let alice = app.token("alice");
     let project = app.create_project(&alice, "P").await;
     app.create_task(&alice, &project, "T").await;
+    // Older than a retention of 1 ms for sure, whatever the clock's granularity.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     tasknest::events::retention::prune(&app.state.db, std::time::Duration::from_millis(1))
         .await
         .unwrap();
@@ -286,4 +288,39 @@ async fn the_readme_curl_examples_stream_a_mutations_event() {
         assert!(stdout.contains(expected), "{example}\n{stdout}");
         assert!(stdout.contains("\"projectEvents\""), "{example}\n{stdout}");
     }
+}
+
+#[tokio::test]
+async fn an_open_stream_counts_as_one_of_the_users_connections() {
+    let app = spawn_app_with(|c| c.max_connections_per_user = 1).await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let open = app
+        .sse(Some(&alice), EVENTS, json!({ "p": project }), None)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut second = app
+        .sse(Some(&alice), EVENTS, json!({ "p": project }), None)
+        .await;
+    let refused = second.next().await.expect("next");
+    assert_eq!(
+        refused.data["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{:?}",
+        refused.data
+    );
+    assert_eq!(second.next().await.expect("complete").event, "complete");
+    // A WebSocket is a connection too.
+    let mut ws = WsClient::connect(app.addr, "graphql-transport-ws").await;
+    ws.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {alice}") } }))
+        .await;
+    assert_eq!(ws.close_code().await, Some(4429));
+    drop(open);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut again = app
+        .sse(Some(&alice), "{ me { id } }", json!({}), None)
+        .await;
+    assert_eq!(
+        again.next().await.expect("next").data["data"]["me"]["id"],
+        app.user("alice")
+    );
 }

@@ -627,6 +627,8 @@ async fn deliveries_page_and_events_can_be_redelivered_or_replayed() {
         .await;
     assert_eq!(error_code(&bad), Some("BAD_USER_INPUT"), "{bad}");
     // Once the log has pruned the start, replaying from there is CURSOR_EXPIRED.
+    // Older than a retention of 1 ms for sure, whatever the clock's granularity.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     tasknest::events::retention::prune(&app.state.db, Duration::from_millis(1))
         .await
         .unwrap();
