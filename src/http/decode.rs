@@ -57,6 +57,17 @@ pub(super) async fn post_body(state: &HttpState, body: Value) -> Result<Request,
     if let Some(name) = body.operation_name {
         request = request.operation_name(name);
     }
+    // graphql-sse's single connection mode names each operation here.
+    if let Some(id) = extensions
+        .as_ref()
+        .and_then(|e| e.get("operationId"))
+        .and_then(Value::as_str)
+    {
+        request.extensions.insert(
+            "operationId".to_owned(),
+            async_graphql::Value::String(id.to_owned()),
+        );
+    }
     Ok(request)
 }
 

@@ -47,6 +47,11 @@ pub async fn handle_get(
         };
     }
     drop(body);
+    if super::sse::accepts(&parts.headers)
+        && let Some(token) = super::sse_single::token_of(&parts.headers, parts.uri.query())
+    {
+        return super::sse_single::open(&state, &token);
+    }
     handle_query_string(state, parts.headers, &parts.uri).await
 }
 
@@ -96,6 +101,10 @@ pub async fn handle_post(
         return batch(&state, &headers, items, media).await;
     }
     match decode::post_body(&state, body).await {
+        Ok(request) if headers.contains_key(super::sse_single::TOKEN_HEADER) => {
+            let token = super::sse_single::token_of(&headers, None).unwrap_or_default();
+            super::sse_single::execute(&state, &headers, &token, request).await
+        }
         Ok(mut request) => {
             let kind = document::analyze(&mut request).map(|a| a.kind);
             if sse && streams(&headers, kind) {

@@ -12,6 +12,7 @@ pub mod payload;
 pub mod persisted;
 mod playground;
 mod sse;
+mod sse_single;
 mod streaming;
 pub mod ws;
 
@@ -54,6 +55,8 @@ pub struct HttpState {
     pub ws: WsSettings,
     /// Open WebSocket connections per user (limited by `max_connections_per_user`).
     pub ws_users: Arc<UserConnections>,
+    /// Reserved `graphql-sse` streams (single connection mode) of this instance.
+    pub sse_streams: Arc<sse_single::Reservations>,
 }
 
 /// All routes of the service.
@@ -76,7 +79,10 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
         .route("/playground/{version}/{file}", get(playground::asset))
         .route(
             "/graphql",
-            get(graphql::handle_get).post(graphql::handle_post),
+            get(graphql::handle_get)
+                .post(graphql::handle_post)
+                .put(sse_single::reserve)
+                .delete(sse_single::stop),
         )
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
@@ -115,6 +121,7 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
             persisted,
             ws,
             ws_users: Arc::default(),
+            sse_streams: Arc::default(),
         });
     Ok(match cors {
         Some(cors) => router.layer(cors),
@@ -157,8 +164,16 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_credentials(true)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([AUTHORIZATION, CONTENT_TYPE, ACCEPT])
+            // PUT and DELETE, the token and Last-Event-ID: graphql-sse's single connection
+            // mode and stream resumption.
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                AUTHORIZATION,
+                CONTENT_TYPE,
+                ACCEPT,
+                HeaderName::from_static(sse_single::TOKEN_HEADER),
+                HeaderName::from_static("last-event-id"),
+            ])
             .max_age(std::time::Duration::from_secs(600)),
     )
 }

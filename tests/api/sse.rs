@@ -201,40 +201,50 @@ async fn non_members_and_revoked_tokens_get_coded_errors_on_the_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_graphql_sse_client_runs_a_query_a_mutation_and_a_subscription() {
+async fn the_graphql_sse_client_runs_a_query_a_mutation_and_a_subscription_in_both_modes() {
     let Some(dir) = require_client_project("the graphql-sse client test") else {
         return;
     };
     let app = spawn_app().await;
     let alice = app.token("alice");
-    let project = app.create_project(&alice, "P").await;
-    let task = app.create_task(&alice, &project, "T").await;
-    let (url, user) = (app.graphql_url(), app.user("alice"));
-    let task_id = task["id"].as_str().unwrap().to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg("graphql-sse.mjs")
-            .current_dir(&dir)
-            .env("TASKNEST_HTTP", url)
-            .env("TOKEN", alice)
-            .env("PROJECT", project)
-            .env("TASK", task_id)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("joined");
+    for mode in ["distinct", "single"] {
+        let project = app.create_project(&alice, mode).await;
+        let task = app.create_task(&alice, &project, "T").await;
+        let (url, token, dir) = (app.graphql_url(), alice.clone(), dir.clone());
+        let task_id = task["id"].as_str().unwrap().to_owned();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("node")
+                .arg("graphql-sse.mjs")
+                .current_dir(&dir)
+                .env("TASKNEST_HTTP", url)
+                .env("TOKEN", token)
+                .env("PROJECT", project)
+                .env("TASK", task_id)
+                .env("MODE", mode)
+                .output()
+                .expect("node runs")
+        })
+        .await
+        .expect("joined");
+        assert!(
+            output.status.success(),
+            "{mode}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        assert_eq!(result["me"], app.user("alice"), "{mode}");
+        assert_eq!(result["renamed"], "renamed over SSE", "{mode}");
+        assert_eq!(result["seqs"], json!([3, 4, 5]), "{mode}");
+        assert_eq!(result["titles"], json!(["a", "b", "c"]), "{mode}");
+    }
+    // Every stream of the single connection mode was given back.
     assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        app.state
+            .metrics
+            .render()
+            .contains("tasknest_active_subscriptions 0")
     );
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    assert_eq!(result["me"], user.as_str());
-    assert_eq!(result["renamed"], "renamed over SSE");
-    assert_eq!(result["seqs"], json!([3, 4, 5]));
-    assert_eq!(result["titles"], json!(["a", "b", "c"]));
 }
 
 /// The README's `curl -N` examples, with this test's server, token and project.
@@ -323,4 +333,94 @@ async fn an_open_stream_counts_as_one_of_the_users_connections() {
         again.next().await.expect("next").data["data"]["me"]["id"],
         app.user("alice")
     );
+}
+
+#[tokio::test]
+async fn a_reserved_stream_carries_many_operations_and_only_its_user_may_use_it() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let reserved = app
+        .client
+        .put(app.graphql_url())
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reserved.status(), 201);
+    let token = reserved.text().await.unwrap();
+    let open = || {
+        app.client
+            .get(format!("{}?token={token}", app.graphql_url()))
+            .bearer_auth(&alice)
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let mut stream = SseStream::new(open().await.unwrap());
+    assert_eq!(
+        open().await.unwrap().status(),
+        409,
+        "one stream per reservation"
+    );
+
+    let post = |who: String, id: &'static str, query: &'static str| {
+        app.client
+            .post(app.graphql_url())
+            .bearer_auth(who)
+            .header("x-graphql-event-stream-token", token.clone())
+            .json(&json!({ "query": query, "variables": { "p": project }, "extensions": { "operationId": id } }))
+            .send()
+    };
+    let mallory = post(app.token("mallory"), "x", "{ me { id } }")
+        .await
+        .unwrap();
+    assert_eq!(mallory.status(), 404, "another user cannot use the stream");
+    assert_eq!(
+        post(alice.clone(), "events", EVENTS)
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    assert_eq!(
+        post(alice.clone(), "me", "{ me { id } }")
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    rename(&app, &alice, &task, "on the single stream").await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = stream.next().await.expect("an event");
+        seen.push((
+            event.event.clone(),
+            event.data["id"].as_str().unwrap().to_owned(),
+        ));
+        if event.data["id"] == "events" && event.event == "next" {
+            assert_eq!(event.data["payload"]["data"]["projectEvents"]["seq"], 2);
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("complete".to_owned(), "me".to_owned()),
+            ("next".to_owned(), "events".to_owned()),
+            ("next".to_owned(), "me".to_owned()),
+        ]
+    );
+    let stopped = app
+        .client
+        .delete(format!("{}?operationId=events", app.graphql_url()))
+        .bearer_auth(&alice)
+        .header("x-graphql-event-stream-token", token.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    rename(&app, &alice, &task, "after the stop").await;
+    assert_eq!(stream.next_within(500).await, None, "nothing after DELETE");
 }

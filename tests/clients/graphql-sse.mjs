@@ -1,7 +1,8 @@
-// The graphql-sse reference client (distinct connections mode) against TaskNest: a query, a
-// mutation, and a subscription receiving the events of mutations made meanwhile; it keeps
-// the last seq and would send it as Last-Event-ID on a reconnect. Env: TASKNEST_HTTP, TOKEN,
-// PROJECT, TASK. Prints {"me", "renamed", "seqs", "titles"}.
+// The graphql-sse reference client against TaskNest, in the mode MODE names ("distinct"
+// connections or "single" connection): a query, a mutation, and a subscription receiving the
+// events of mutations made meanwhile; it keeps the last seq and would send it as
+// Last-Event-ID on a reconnect. Env: TASKNEST_HTTP, TOKEN, PROJECT, TASK, MODE. Prints
+// {"me", "renamed", "seqs", "titles"}.
 import { createClient } from 'graphql-sse';
 
 const [HTTP, TOKEN, PROJECT, TASK] = ['TASKNEST_HTTP', 'TOKEN', 'PROJECT', 'TASK'].map((name) => {
@@ -13,7 +14,7 @@ const [HTTP, TOKEN, PROJECT, TASK] = ['TASKNEST_HTTP', 'TOKEN', 'PROJECT', 'TASK
 let lastSeq = null;
 const client = createClient({
   url: HTTP,
-  singleConnection: false,
+  singleConnection: process.env.MODE === 'single',
   retryAttempts: 3,
   // Called on every (re)connect: resume where the stream broke.
   headers: () => ({
