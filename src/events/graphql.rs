@@ -193,7 +193,10 @@ impl EventSubscription {
             let events = tokio_stream::wrappers::ReceiverStream::new(receiver);
             return Ok(events.map(|event| Ok(ProjectEvent::from(event))).boxed());
         }
-        let after = after.or_else(|| ctx.data_opt::<ResumeAfter>().map(|r| r.0));
+        // A transport's resume point (SSE's Last-Event-ID, a shared member continuing alone)
+        // is where the client really is: it wins over the `after` the operation was first
+        // sent with.
+        let after = ctx.data_opt::<ResumeAfter>().map(|r| r.0).or(after);
         if after.is_some_and(|a| a < 0) {
             return Err(AppError::bad_input("after", "after must be 0 or more").into());
         }

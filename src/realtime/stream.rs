@@ -29,8 +29,9 @@ pub enum Subscriber {
 /// room itself. Only a transport's shared execution puts it into a request.
 pub struct SharedFeed(pub Mutex<Option<mpsc::Receiver<Arc<CommittedEvent>>>>);
 
-/// Request data that makes `projectEvents` without `after` resume after this seq (a shared
-/// subscriber that fell behind continues on its own from where it was).
+/// Request data that makes `projectEvents` resume after this seq, whatever its `after` (a
+/// shared subscriber that fell behind continues on its own from where it was; an SSE client
+/// reconnects with `Last-Event-ID`).
 pub struct ResumeAfter(pub i64);
 
 /// Largest page read from the log while replaying or catching up.

@@ -424,3 +424,81 @@ async fn a_reserved_stream_carries_many_operations_and_only_its_user_may_use_it(
     rename(&app, &alice, &task, "after the stop").await;
     assert_eq!(stream.next_within(500).await, None, "nothing after DELETE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graphql_sse_client_resumes_a_cut_stream_by_last_event_id_missing_nothing() {
+    let Some(dir) = require_client_project("the graphql-sse resume test") else {
+        return;
+    };
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    // The client reaches the server through a proxy the test cuts mid-stream.
+    let proxy = TcpProxy::start(app.addr).await;
+    let mut child = tokio::process::Command::new("node")
+        .arg("graphql-sse-resume.mjs")
+        .current_dir(&dir)
+        .env(
+            "TASKNEST_HTTP",
+            format!("http://127.0.0.1:{}/graphql", proxy.port),
+        )
+        .env("TOKEN", &alice)
+        .env("PROJECT", &project)
+        .env("AFTER", "1")
+        .env("COUNT", "200")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    for i in 0..200 {
+        if i == 100 {
+            // Let the client get some way, then drop its connection; it comes back.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            proxy.cut();
+            proxy.restore().await;
+        }
+        rename(&app, &alice, &task, &format!("r{i}")).await;
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        use tokio::io::AsyncReadExt as _;
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut stdout)
+            .await
+            .expect("read");
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr)
+            .await
+            .expect("read");
+        (stdout, stderr, child.wait().await.expect("exit"))
+    })
+    .await
+    .expect("the client finishes");
+    let (stdout, stderr, status) = output;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a result line")).expect("JSON");
+    let seqs: Vec<i64> = result["seqs"]
+        .as_array()
+        .expect("seqs")
+        .iter()
+        .map(|s| s.as_i64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (2..=201).collect::<Vec<_>>(),
+        "nothing missed or repeated"
+    );
+    assert!(
+        result["connects"].as_i64().expect("connects") >= 2,
+        "it reconnected: {result}"
+    );
+}

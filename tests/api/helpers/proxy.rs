@@ -53,9 +53,18 @@ impl TcpProxy {
 
     /// Accepts and forwards again on the same port.
     pub async fn restore(&self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("rebind proxy port");
+        // The cut listener is dropped when its aborted task next runs: retry for a moment.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(err) => panic!("rebind proxy port: {err}"),
+            }
+        };
         self.serve(listener);
     }
 }
