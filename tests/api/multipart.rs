@@ -129,3 +129,49 @@ async fn apollo_client_with_a_plain_http_link_receives_a_subscription() {
     assert_eq!(result["seqs"], json!([2, 3, 4]));
     assert_eq!(result["titles"], json!(["one", "two", "three"]));
 }
+
+#[tokio::test]
+async fn an_expiring_token_ends_sse_and_multipart_streams_with_unauthenticated() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let short = app
+        .keys
+        .mint(
+            &app.user("alice"),
+            "Alice",
+            None,
+            std::time::Duration::from_secs(2),
+        )
+        .expect("mint");
+    let mut sse = app
+        .sse(Some(&short), EVENTS, json!({ "p": project }), None)
+        .await;
+    let multipart = app
+        .client
+        .post(app.graphql_url())
+        .bearer_auth(&short)
+        .header("accept", ACCEPT)
+        .json(&json!({ "query": EVENTS, "variables": { "p": project } }))
+        .send()
+        .await
+        .unwrap();
+    let ended = sse.next().await.expect("next");
+    assert_eq!(
+        ended.data["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{:?}",
+        ended.data
+    );
+    assert_eq!(sse.next().await.expect("complete").event, "complete");
+    let body = tokio::time::timeout(std::time::Duration::from_secs(15), multipart.text())
+        .await
+        .expect("the body ends")
+        .unwrap();
+    let fatal = complete_parts(&body)
+        .into_iter()
+        .find(|p| p.get("errors").is_some())
+        .expect("a fatal error part");
+    assert_eq!(fatal["payload"], Value::Null);
+    assert_eq!(fatal["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    assert!(body.ends_with("\r\n--graphql--\r\n"), "{body:?}");
+}
