@@ -104,28 +104,13 @@ async fn apollo_client_with_a_plain_http_link_receives_a_subscription() {
     let alice = app.token("alice");
     let project = app.create_project(&alice, "P").await;
     let task = app.create_task(&alice, &project, "T").await;
-    let url = app.graphql_url();
-    let task_id = task["id"].as_str().unwrap().to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg("apollo-multipart.mjs")
-            .current_dir(&dir)
-            .env("TASKNEST_HTTP", url)
-            .env("TOKEN", alice)
-            .env("PROJECT", project)
-            .env("TASK", task_id)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("joined");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let env = [
+        ("TASKNEST_HTTP", app.graphql_url()),
+        ("TOKEN", alice),
+        ("PROJECT", project),
+        ("TASK", task["id"].as_str().unwrap().to_owned()),
+    ];
+    let result = run_node(&dir, "apollo-multipart.mjs", &env).await;
     assert_eq!(result["seqs"], json!([2, 3, 4]));
     assert_eq!(result["titles"], json!(["one", "two", "three"]));
 }

@@ -130,33 +130,15 @@ async fn graphiql_in_a_real_browser_runs_a_query_and_a_live_subscription_offline
     let project = app.create_project(&token, "Browser board").await;
     let task = app.create_task(&token, &project, "T").await;
     let screenshot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("graphiql.png");
-    let (base, task_id) = (
-        format!("http://{}/", app.addr),
-        task["id"].as_str().expect("id").to_owned(),
-    );
-    let shot = screenshot.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg("graphiql-browser.mjs")
-            .current_dir(&dir)
-            .env("TASKNEST_URL", base)
-            .env("TOKEN", token)
-            .env("PROJECT", project)
-            .env("TASK", task_id)
-            .env("CHROMIUM", chromium)
-            .env("SCREENSHOT", shot)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("joined");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let env = [
+        ("TASKNEST_URL", format!("http://{}/", app.addr)),
+        ("TOKEN", token),
+        ("PROJECT", project),
+        ("TASK", task["id"].as_str().expect("id").to_owned()),
+        ("CHROMIUM", chromium),
+        ("SCREENSHOT", screenshot.display().to_string()),
+    ];
+    let result = run_node(&dir, "graphiql-browser.mjs", &env).await;
     assert!(
         result["me"].as_str().expect("me").contains(&user),
         "{result}"

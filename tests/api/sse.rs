@@ -210,29 +210,14 @@ async fn the_graphql_sse_client_runs_a_query_a_mutation_and_a_subscription_in_bo
     for mode in ["distinct", "single"] {
         let project = app.create_project(&alice, mode).await;
         let task = app.create_task(&alice, &project, "T").await;
-        let (url, token, dir) = (app.graphql_url(), alice.clone(), dir.clone());
-        let task_id = task["id"].as_str().unwrap().to_owned();
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("node")
-                .arg("graphql-sse.mjs")
-                .current_dir(&dir)
-                .env("TASKNEST_HTTP", url)
-                .env("TOKEN", token)
-                .env("PROJECT", project)
-                .env("TASK", task_id)
-                .env("MODE", mode)
-                .output()
-                .expect("node runs")
-        })
-        .await
-        .expect("joined");
-        assert!(
-            output.status.success(),
-            "{mode}: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let env = [
+            ("TASKNEST_HTTP", app.graphql_url()),
+            ("TOKEN", alice.clone()),
+            ("PROJECT", project),
+            ("TASK", task["id"].as_str().unwrap().to_owned()),
+            ("MODE", mode.to_owned()),
+        ];
+        let result = run_node(&dir, "graphql-sse.mjs", &env).await;
         assert_eq!(result["me"], app.user("alice"), "{mode}");
         assert_eq!(result["renamed"], "renamed over SSE", "{mode}");
         assert_eq!(result["seqs"], json!([3, 4, 5]), "{mode}");

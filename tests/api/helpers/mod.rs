@@ -84,6 +84,27 @@ pub fn require_client_project(test: &str) -> Option<std::path::PathBuf> {
     None
 }
 
+/// Runs `node <script>` in the client project `dir` with `env`, asserts that it succeeded
+/// (showing its output otherwise), and returns its last stdout line as JSON.
+pub async fn run_node(dir: &std::path::Path, script: &str, env: &[(&str, String)]) -> Value {
+    let mut command = std::process::Command::new("node");
+    command.arg(script).current_dir(dir);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().expect("node runs"))
+        .await
+        .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|_| panic!("{script} printed no JSON: {stdout}"))
+}
+
 impl TestDb {
     /// A fresh, migrated database on the configured backend, copied from the run's
     /// template (migrating every test's database from nothing would cost far more).
