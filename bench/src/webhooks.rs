@@ -102,25 +102,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let before = delivered_by(&http, &servers).await;
     let started = Instant::now();
     let (with, sent) = mutations(&http, &urls, &owner, &task, args.rate, "hooked", clock).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let received: usize = arrivals
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .values()
-            .map(Vec::len)
-            .sum();
-        if received >= ENDPOINTS * EVENTS {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "only {received} of {} deliveries after 120 s",
-                ENDPOINTS * EVENTS
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(&arrivals, ENDPOINTS * EVENTS, "the deliveries").await?;
     let elapsed = started.elapsed();
     let after = delivered_by(&http, &servers).await;
     let mut lags = Vec::new();
@@ -147,24 +129,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         )
         .await?;
     }
-    loop {
-        let received: usize = arrivals
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .values()
-            .map(Vec::len)
-            .sum();
-        if received >= 2 * ENDPOINTS * EVENTS {
-            break;
-        }
-        if replay_started.elapsed() > Duration::from_secs(120) {
-            bail!(
-                "the replay delivered {received} of {} after 120 s",
-                2 * ENDPOINTS * EVENTS
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(&arrivals, 2 * ENDPOINTS * EVENTS, "the replay").await?;
     let replay = replay_started.elapsed();
     let replayed = delivered_by(&http, &servers).await;
 
@@ -298,6 +263,26 @@ async fn receiver(arrivals: Arrivals, clock: Instant) -> anyhow::Result<String> 
         });
     });
     Ok(url)
+}
+
+/// Waits until the receivers got `count` requests in all (at most 120 s).
+async fn wait_for(arrivals: &Arrivals, count: usize, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let received: usize = arrivals
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .values()
+            .map(Vec::len)
+            .sum();
+        if received >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: {received} of {count} deliveries after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Each server's delivered count, from its metrics.

@@ -83,6 +83,14 @@ impl Viewer {
         }
     }
 
+    /// How long a connection opened now may run on this token. A token that never expires
+    /// (an API token) counts as a year: longer than any connection lives.
+    pub fn remaining(&self) -> std::time::Duration {
+        const YEAR: i64 = 365 * 24 * 3600;
+        let left = self.expires_at.saturating_sub(unix_now()).clamp(0, YEAR);
+        std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    }
+
     /// Who the log records as having acted, and through what.
     pub fn actor(&self) -> Actor {
         Actor {

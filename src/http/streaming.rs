@@ -67,9 +67,7 @@ pub(super) async fn start(
             }
         }
         user = viewer.user_id.clone();
-        let remaining = viewer.expires_at.saturating_sub(auth::unix_now()).max(0);
-        let expiry = tokio::time::Instant::now()
-            + Duration::from_secs(remaining.min(365 * 24 * 3600) as u64);
+        let expiry = tokio::time::Instant::now() + viewer.remaining();
         ends = Some((expiry, state.app.api_tokens.watch(&state.app.db, viewer)));
     }
     let mut request = prepare_request(request, &state.app, authentication);
@@ -93,8 +91,9 @@ pub(super) async fn start(
                 Some((expiry, watch)) => (Some(expiry), watch),
                 None => (None, None),
             };
-            let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
-            let token_end = tokio::time::sleep_until(expiry.unwrap_or(far));
+            // Without a viewer there is no token to end: the branch below is off.
+            let token_end =
+                tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now));
             tokio::pin!(token_end);
             let beat = heartbeat.unwrap_or(Duration::from_secs(3600));
             let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);

@@ -258,6 +258,7 @@ mod tests {
             parse("not a url", false),
             Err(AddressError::Invalid(_))
         ));
+        // parse() only: nothing here is ever connected to.
         for loopback in [
             "http://127.0.0.1:8080/hook",
             "http://127.1/hook",

@@ -125,6 +125,15 @@ impl Webhooks {
             .into_tuple()
             .all(db)
             .await?;
+        let hooked: Vec<Uuid> = webhooks::Entity::find()
+            .select_only()
+            .column(webhooks::Column::ProjectId)
+            .filter(webhooks::Column::Enabled.eq(true))
+            .distinct()
+            .into_tuple()
+            .all(db)
+            .await?;
+        *self.hooked.write().unwrap_or_else(|e| e.into_inner()) = hooked.into_iter().collect();
         let asked: Vec<Uuid> = webhook_redeliveries::Entity::find()
             .select_only()
             .column(webhook_redeliveries::Column::WebhookId)

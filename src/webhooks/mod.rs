@@ -101,6 +101,9 @@ pub struct Webhooks {
     commits: watch::Sender<u64>,
     /// Bumped when the service changed a webhook here: workers read their row again.
     changes: watch::Sender<u64>,
+    /// Projects with an enabled webhook, as of the deliverer's last look (commits of these
+    /// wake it).
+    hooked: std::sync::RwLock<std::collections::HashSet<Uuid>>,
     slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
@@ -124,6 +127,7 @@ impl Webhooks {
             instance,
             commits: watch::Sender::new(0),
             changes: watch::Sender::new(0),
+            hooked: Default::default(),
             slots,
             metrics,
         }))
@@ -141,9 +145,14 @@ impl Webhooks {
     }
 }
 
-/// A committed event may be work for a webhook: look now rather than at the next poll.
+/// A committed event of a project with webhooks is work: look now rather than at the next
+/// poll. Events of every other project (most of them) cost nothing here.
 impl Announce for Webhooks {
-    fn committed(&self, _row: events::Model) {
-        self.wake();
+    fn committed(&self, row: events::Model) {
+        let hooked = self.hooked.read().unwrap_or_else(|e| e.into_inner());
+        if hooked.contains(&row.project_id) {
+            drop(hooked);
+            self.wake();
+        }
     }
 }

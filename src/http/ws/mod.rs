@@ -232,14 +232,7 @@ impl Connection {
                         .acquire(&viewer.user_id, max)
                         .ok_or(Close(4429, "Too many connections for this user"))?,
                 );
-                let now = auth::unix_now();
-                // An API token may never expire: a year stands for "not in this connection's life".
-                let remaining = Duration::from_secs(
-                    viewer
-                        .expires_at
-                        .saturating_sub(now)
-                        .clamp(0, 365 * 24 * 3600) as u64,
-                );
+                let remaining = viewer.remaining();
                 self.token = self.state.app.api_tokens.watch(&self.state.app.db, &viewer);
                 self.viewer = Some(viewer);
                 send(socket, &json!({ "type": "connection_ack" }))
