@@ -61,6 +61,7 @@ pub struct Metrics {
     pub graphql_duration: Family<OperationName, Histogram, fn() -> Histogram>,
     pub ws_connections: Gauge,
     pub subscriptions: Gauge,
+    pub shared_executions: Gauge,
     pub events_published: Counter,
     pub events_delivered: Counter,
     pub commit_to_delivery: Histogram,
@@ -86,6 +87,7 @@ impl Default for Metrics {
             graphql_duration: Family::new_with_constructor(latency as fn() -> Histogram),
             ws_connections: Gauge::default(),
             subscriptions: Gauge::default(),
+            shared_executions: Gauge::default(),
             events_published: Counter::default(),
             events_delivered: Counter::default(),
             commit_to_delivery: latency(),
@@ -128,8 +130,13 @@ impl Default for Metrics {
         );
         registry.register(
             "active_subscriptions",
-            "Running WebSocket operations",
+            "Running subscription operations (graphql-ws, SSE, multipart)",
             metrics.subscriptions.clone(),
+        );
+        registry.register(
+            "shared_executions",
+            "Running shared executions, each serving every identical live subscription",
+            metrics.shared_executions.clone(),
         );
         registry.register(
             "events_published",

@@ -12,7 +12,7 @@ use tasknest::auth::JwtKeys;
 
 use crate::server::{cpu_ticks, gql, rss_kib, spawn_server, wait_healthy};
 use crate::stats::{ms, percentile};
-use crate::{Args, SECRET, raw};
+use crate::{Args, SECRET, Transport, raw, raw_sse};
 
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
     let redis = (args.servers > 1 || !args.idle).then_some(args.redis_url.as_str());
@@ -57,10 +57,11 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let rss_before: Vec<u64> = servers.iter().map(|s| rss_kib(s.pid())).collect();
     let per_server = args.subscribers.div_ceil(servers.len());
     println!(
-        "servers={} subscribers={} ({} per server) rate={}/s duration={:?} database={} redis={}",
+        "servers={} subscribers={} ({} per server, {:?}) rate={}/s duration={:?} database={} redis={}",
         servers.len(),
         args.subscribers,
         per_server,
+        args.transport,
         args.rate,
         args.duration,
         if database_url.starts_with("sqlite") {
@@ -108,7 +109,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     for i in 0..args.subscribers {
         let port = servers[i % servers.len()].port;
         let permit = semaphore.clone().acquire_owned().await?;
-        let socket = connect(port, &token, &project)
+        let socket = connect(args.transport, port, &token, &project)
             .await
             .with_context(|| format!("subscriber {i}"))?;
         drop(permit);
@@ -274,10 +275,36 @@ const UPDATE: &str = "mutation($id: ID!, $p: Float!, $c: String) { updateTask(id
 const SUBSCRIPTION: &str =
     "subscription($p: ID!) { projectEvents(projectId: $p) { seq clientMutationId } }";
 
-type Socket = raw::RawSocket;
+/// A subscriber's connection, on either transport.
+enum Socket {
+    Ws(raw::RawSocket),
+    Sse(raw_sse::RawSse),
+}
 
-async fn connect(port: u16, token: &str, project: &str) -> anyhow::Result<Socket> {
-    raw::RawSocket::open(port, token, SUBSCRIPTION, json!({ "p": project })).await
+impl Socket {
+    async fn next_text(&mut self) -> anyhow::Result<String> {
+        match self {
+            Self::Ws(socket) => socket.next_text().await,
+            Self::Sse(stream) => stream.next_text().await,
+        }
+    }
+}
+
+async fn connect(
+    transport: Transport,
+    port: u16,
+    token: &str,
+    project: &str,
+) -> anyhow::Result<Socket> {
+    let variables = json!({ "p": project });
+    Ok(match transport {
+        Transport::Ws => {
+            Socket::Ws(raw::RawSocket::open(port, token, SUBSCRIPTION, variables).await?)
+        }
+        Transport::Sse => {
+            Socket::Sse(raw_sse::RawSse::open(port, token, SUBSCRIPTION, variables).await?)
+        }
+    })
 }
 
 struct Reader {

@@ -1,5 +1,6 @@
 //! `tasknest-bench`: starts TaskNest servers as child processes (so it can read their CPU and
-//! memory from /proc) and loads them. The default run connects graphql-ws subscribers spread
+//! memory from /proc) and loads them. The default run connects graphql-ws (or, with
+//! `--transport sse`, SSE) subscribers spread
 //! over them, sends mutations at a set rate, and prints latency from sending a mutation to
 //! receiving its event (one clock, this process), the fan-out spread, deliveries per second,
 //! server CPU per delivery and server memory per connection. `--idle` only holds connections
@@ -15,6 +16,7 @@ use clap::Parser;
 mod fanout;
 mod floor;
 mod raw;
+mod raw_sse;
 mod server;
 mod soak;
 mod stats;
@@ -24,15 +26,27 @@ use server::fresh_database;
 
 const SECRET: &str = "benchmark-secret-benchmark-secret-0123456789";
 
+/// A subscriber transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// graphql-ws (`graphql-transport-ws`) over a WebSocket.
+    Ws,
+    /// GraphQL over Server-Sent Events, one stream per subscription.
+    Sse,
+}
+
 #[derive(Debug, Parser)]
 #[command(about = "Subscription latency and memory benchmark for TaskNest")]
 pub struct Args {
     /// TaskNest instances to start (they share the database and Redis).
     #[arg(long, default_value_t = 2)]
     pub servers: usize,
-    /// graphql-ws connections, each holding one `projectEvents` subscription.
+    /// Subscriber connections, each holding one `projectEvents` subscription.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
+    /// How subscribers connect: graphql-ws, or GraphQL over SSE (distinct connections).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
     /// Mutations per second.
     #[arg(long, default_value_t = 50.0)]
     pub rate: f64,

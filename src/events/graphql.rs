@@ -17,7 +17,7 @@ use crate::entities::project_members::Role;
 use crate::error::AppError;
 use crate::ids::parse_uuid;
 use crate::projects::access;
-use crate::realtime::stream::{self, ResumeAfter, SharedFeed, Subscriber};
+use crate::realtime::stream::{self, ResumeAfter, SeqTap, SharedFeed, Subscriber};
 use crate::state::AppState;
 use crate::tasks::graphql::Task;
 use crate::users::{User, resolve_user};
@@ -207,8 +207,14 @@ impl EventSubscription {
             project_id,
             after,
         );
+        let tap = ctx.data_opt::<SeqTap>().map(|tap| SeqTap(tap.0.clone()));
         Ok(stream
-            .map(|item| item.map(ProjectEvent::from).map_err(Into::into))
+            .map(move |item| {
+                if let (Ok(event), Some(tap)) = (&item, &tap) {
+                    tap.note(event.seq());
+                }
+                item.map(ProjectEvent::from).map_err(Into::into)
+            })
             .boxed())
     }
 }

@@ -3,6 +3,7 @@
 //! health checks. Transports consume the slices and `realtime`; nothing below imports them.
 
 mod decode;
+pub mod deliveries;
 mod execute;
 mod graphql;
 mod health;

@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
-use super::sse::serialize;
 use super::streaming::{self, Item, Started};
 use crate::error::{AppError, errors_body};
 
@@ -54,8 +53,11 @@ pub(super) async fn respond(state: &HttpState, headers: &HeaderMap, request: Req
                         return None;
                     }
                     let (chunk, done) = match rx.recv().await? {
-                        Item::Result(response) => (
-                            part(&format!(r#"{{"payload":{}}}"#, serialize(&response))),
+                        Item::Result(delivery) => (
+                            part(&format!(
+                                r#"{{"payload":{}}}"#,
+                                delivery.payload.result_json()
+                            )),
                             false,
                         ),
                         Item::Heartbeat => (part("{}"), false),

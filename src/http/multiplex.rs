@@ -1,12 +1,13 @@
 //! Shared execution of identical subscriptions, as Hasura multiplexes them. Subscribers of
-//! one project holding the same document and variables (and no `after`: they all want "live
-//! from now") share one GraphQL execution per event and one serialized payload; each
-//! subscriber then only wraps the payload in its own frame. Event payloads are
-//! viewer-independent, and access is checked for every subscriber when it joins and on
+//! one project on any transport (graphql-ws, SSE, multipart) holding the same document and
+//! variables (and no `after`: they all want "live from now") share one GraphQL execution
+//! per event and one serialized payload; each subscriber then only wraps the payload in its
+//! own frame. Event payloads are viewer-independent, and access is checked for every subscriber when it joins and on
 //! every event (a removed member's share ends with FORBIDDEN).
 //!
 //! A member that falls behind the group's buffer, or whose group ends, resumes on its own
-//! execution from the last seq it delivered, so nothing is lost or repeated.
+//! execution from the last seq it delivered, so nothing is lost or repeated (the member side
+//! is in [`deliveries`](super::deliveries)).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -167,7 +168,10 @@ impl GroupTask {
         feed: mpsc::Sender<Arc<CommittedEvent>>,
         responses: futures_util::stream::BoxStream<'static, async_graphql::Response>,
     ) {
+        let gauge = self.state.metrics.shared_executions.clone();
+        gauge.inc();
         self.deliver(feed, responses).await;
+        gauge.dec();
         // Late joiners start a new group; members still holding a receiver see it close
         // once the last handle is gone, and resume on their own.
         self.group.close();

@@ -38,6 +38,15 @@ impl Payload {
         Self::Errors(errors_json(&[error.into_server_error(path)]).into())
     }
 
+    /// The payload as a GraphQL result object (`{"data": null, "errors": […]}` for errors),
+    /// as the HTTP transports send every result.
+    pub fn result_json(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Result(json) => std::borrow::Cow::Borrowed(json),
+            Self::Errors(errors) => format!(r#"{{"data":null,"errors":{errors}}}"#).into(),
+        }
+    }
+
     /// Whether this ends the operation with an error.
     pub fn is_error(&self) -> bool {
         matches!(self, Self::Errors(_))

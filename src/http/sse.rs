@@ -4,8 +4,8 @@
 //! then `complete`. Subscriptions use the same stream core as graphql-ws (replay, live, gap
 //! repair, per-event access checks).
 //!
-//! Resume: on a `projectEvents` stream each event's `id:` is its `seq` (when the selection
-//! has `seq`), and a request with `Last-Event-ID: N` continues after N exactly as `after: N`
+//! Resume: on a `projectEvents` stream each event's `id:` is its `seq` (whatever the
+//! selection), and a request with `Last-Event-ID: N` continues after N exactly as `after: N`
 //! would (the browser's `EventSource` sends it on its own when it reconnects).
 //!
 //! The stream ends with a `next` carrying `UNAUTHENTICATED` when the token expires or an API
@@ -23,8 +23,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::HttpState;
+use super::deliveries::Delivery;
 use super::streaming::{self, Item, Started};
-use crate::error::{AppError, errors_body};
+use crate::error::errors_body;
 
 /// Comment lines on an idle stream keep proxies from closing it.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -55,7 +56,7 @@ pub(super) async fn respond(state: &HttpState, headers: &HeaderMap, request: Req
     };
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         let events = match rx.recv().await? {
-            Item::Result(response) => vec![result_event(&response)],
+            Item::Result(delivery) => vec![result_event(&delivery)],
             Item::Heartbeat => vec![],
             Item::TokenEnded => {
                 let error = streaming::token_ended();
@@ -83,20 +84,12 @@ pub(super) async fn respond(state: &HttpState, headers: &HeaderMap, request: Req
 }
 
 /// A result as a `next` event, with the event's seq as its `id:` on `projectEvents`.
-fn result_event(response: &async_graphql::Response) -> Event {
-    let event = next(serialize(response));
-    match event_seq(response) {
+fn result_event(delivery: &Delivery) -> Event {
+    let event = next(delivery.payload.result_json().into_owned());
+    match delivery.seq {
         Some(seq) => event.id(seq.to_string()),
         None => event,
     }
-}
-
-/// A response as JSON (an internal error in its place if it cannot be written).
-pub(super) fn serialize(response: &async_graphql::Response) -> String {
-    serde_json::to_string(response).unwrap_or_else(|err| {
-        let error = AppError::Internal(anyhow::anyhow!("cannot serialize a response: {err}"));
-        errors_body(&[error.into_server_error(&[])])
-    })
 }
 
 fn next(data: String) -> Event {
@@ -105,18 +98,4 @@ fn next(data: String) -> Event {
 
 fn complete() -> Event {
     Event::default().event("complete").data("")
-}
-
-/// The `seq` of a `projectEvents` result, for the event's `id:`.
-fn event_seq(response: &async_graphql::Response) -> Option<i64> {
-    let async_graphql::Value::Object(data) = &response.data else {
-        return None;
-    };
-    let async_graphql::Value::Object(event) = data.get("projectEvents")? else {
-        return None;
-    };
-    match event.get("seq")? {
-        async_graphql::Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
 }

@@ -26,7 +26,6 @@ use tokio::task::JoinHandle;
 
 use super::HttpState;
 use super::execute::authenticate;
-use super::sse::serialize;
 use super::streaming::{self, Item, Started};
 use crate::auth::Authentication;
 use crate::error::errors_body;
@@ -211,7 +210,7 @@ pub(super) async fn execute(
             Started::Running(mut rx) => {
                 while let Some(item) = rx.recv().await {
                     let event = match item {
-                        Item::Result(response) => next(serialize(&response)),
+                        Item::Result(delivery) => next(delivery.payload.result_json().into_owned()),
                         Item::Heartbeat => continue,
                         Item::TokenEnded => {
                             let error = streaming::token_ended();

@@ -2,7 +2,7 @@
 //! request's viewer (rate limit, resume point) and driving it in a task that ends it on the
 //! token's expiry or revocation and on shutdown. The transports only frame what it yields.
 //! Subscriptions inside run on the same stream core as graphql-ws (replay, live, gap repair,
-//! per-event access checks).
+//! per-event access checks), and live `projectEvents` ones join the same shared executions.
 
 use std::time::Duration;
 
@@ -13,16 +13,15 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::HttpState;
+use super::deliveries::{self, Delivery};
 use super::execute::authenticate;
 use crate::auth::{self, Authentication};
-use crate::error::{AppError, with_error_codes};
-use crate::graphql::prepare_request;
-use crate::realtime::stream::ResumeAfter;
+use crate::error::AppError;
 
 /// What a streaming operation yields, in order.
 pub(super) enum Item {
-    /// One result of the operation.
-    Result(Box<async_graphql::Response>),
+    /// One result of the operation (an error payload is the last result).
+    Result(Delivery),
     /// Nothing for a while (only when a heartbeat interval was asked for).
     Heartbeat,
     /// The token expired or was revoked: the last item.
@@ -70,11 +69,7 @@ pub(super) async fn start(
         let expiry = tokio::time::Instant::now() + viewer.remaining();
         ends = Some((expiry, state.app.api_tokens.watch(&state.app.db, viewer)));
     }
-    let mut request = prepare_request(request, &state.app, authentication);
-    if let Some(seq) = resume_after {
-        request = request.data(ResumeAfter(seq));
-    }
-    let results = state.schema.execute_stream(request);
+    let results = deliveries::run(state, request, authentication, resume_after);
     let shutdown = state.app.shutdown.clone();
     let (tx, rx) = mpsc::channel::<Item>(16);
     let gauge = state.app.metrics.subscriptions.clone();
@@ -101,10 +96,9 @@ pub(super) async fn start(
             loop {
                 let item = tokio::select! {
                     next = results.next() => match next {
-                        Some(mut response) => {
-                            with_error_codes(&mut response.errors);
+                        Some(delivery) => {
                             beats.reset();
-                            Item::Result(Box::new(response))
+                            Item::Result(delivery)
                         }
                         None => Item::Complete,
                     },
@@ -117,7 +111,13 @@ pub(super) async fn start(
                     () = tx.closed() => return,
                 };
                 let last = matches!(item, Item::TokenEnded | Item::Complete);
+                // An error result is the operation's last (graphql-ws sends it as `error`).
+                let failed = matches!(&item, Item::Result(d) if d.payload.is_error());
                 if tx.send(item).await.is_err() || last {
+                    return;
+                }
+                if failed {
+                    let _ = tx.send(Item::Complete).await;
                     return;
                 }
             }

@@ -2,6 +2,7 @@
 //! ascending with no gap and no duplicate, whatever the room or the subscriber's own pace.
 //! Also the request data through which a transport's shared execution feeds a stream.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
@@ -33,6 +34,20 @@ pub struct SharedFeed(pub Mutex<Option<mpsc::Receiver<Arc<CommittedEvent>>>>);
 /// shared subscriber that fell behind continues on its own from where it was; an SSE client
 /// reconnects with `Last-Event-ID`).
 pub struct ResumeAfter(pub i64);
+
+/// Request data through which `projectEvents` tells the transport the seq of the event
+/// behind each result it yields, whatever the selection (SSE numbers its events with it).
+pub struct SeqTap(pub Arc<AtomicI64>);
+
+impl SeqTap {
+    /// The tap's value when no event is behind the last result.
+    pub const NONE: i64 = -1;
+
+    /// Notes the seq of the event about to be resolved.
+    pub fn note(&self, seq: i64) {
+        self.0.store(seq, Ordering::Relaxed);
+    }
+}
 
 /// Largest page read from the log while replaying or catching up.
 const PAGE: u64 = 500;

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::subscriptions::{EVENTS, rename};
 
-const ACCEPT: &str = r#"multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json"#;
+pub const ACCEPT: &str =
+    r#"multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json"#;
 
 /// The JSON parts of a multipart body read so far that are complete (closed by the next
 /// boundary line).
@@ -18,6 +19,28 @@ fn complete_parts(raw: &str) -> Vec<Value> {
         .filter_map(|piece| piece.split_once("\r\n\r\n"))
         .filter_map(|(_, body)| serde_json::from_str(body).ok())
         .collect()
+}
+
+/// Reads `response` into `raw` until a complete part with a payload arrived; returns it.
+pub async fn next_payload_part(response: &mut reqwest::Response, raw: &mut String) -> Value {
+    let seen = complete_parts(raw).len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(part) = complete_parts(raw)
+            .into_iter()
+            .skip(seen)
+            .find(|p| p.get("payload").is_some())
+        {
+            return part;
+        }
+        assert!(std::time::Instant::now() < deadline, "{raw}");
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(15), response.chunk())
+            .await
+            .expect("a chunk")
+            .expect("the body reads")
+            .expect("more body");
+        raw.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }
 
 #[tokio::test]
@@ -46,22 +69,7 @@ async fn a_subscription_streams_payload_parts_each_closed_by_the_next_boundary()
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     rename(&app, &alice, &task, "over multipart").await;
     let mut raw = String::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let part = loop {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(15), response.chunk())
-            .await
-            .expect("a chunk")
-            .unwrap()
-            .expect("more body");
-        raw.push_str(&String::from_utf8_lossy(&chunk));
-        if let Some(part) = complete_parts(&raw)
-            .into_iter()
-            .find(|p| p.get("payload").is_some())
-        {
-            break part;
-        }
-        assert!(std::time::Instant::now() < deadline, "{raw}");
-    };
+    let part = next_payload_part(&mut response, &mut raw).await;
     assert_eq!(part["payload"]["data"]["projectEvents"]["seq"], 2);
     assert_eq!(
         part["payload"]["data"]["projectEvents"]["task"]["title"],

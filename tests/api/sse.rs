@@ -487,3 +487,97 @@ async fn the_graphql_sse_client_resumes_a_cut_stream_by_last_event_id_missing_no
         "it reconnected: {result}"
     );
 }
+
+/// A live subscription that does not select `seq`.
+const WITHOUT_SEQ: &str =
+    "subscription($p: ID!) { projectEvents(projectId: $p) { kind task { title } } }";
+
+#[tokio::test]
+async fn sse_multipart_and_websocket_subscribers_share_one_execution_and_sse_ids_need_no_seq() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let bob = app.token("bob");
+    let project = app.create_project(&alice, "P").await;
+    app.add_member(&alice, &project, "bob", "VIEWER").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let vars = json!({ "p": project });
+    let mut first = app.sse(Some(&alice), WITHOUT_SEQ, vars.clone(), None).await;
+    let mut second = app.sse(Some(&bob), WITHOUT_SEQ, vars.clone(), None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        app.state.metrics.shared_executions.get(),
+        1,
+        "two event streams, one execution"
+    );
+    let mut multipart = app
+        .client
+        .post(app.graphql_url())
+        .bearer_auth(&bob)
+        .header("accept", crate::multipart::ACCEPT)
+        .json(&json!({ "query": WITHOUT_SEQ, "variables": vars }))
+        .send()
+        .await
+        .unwrap();
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("1", WITHOUT_SEQ, vars.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        app.state.metrics.shared_executions.get(),
+        1,
+        "four subscribers on three transports, one execution"
+    );
+
+    rename(&app, &alice, &task, "shared").await;
+    let seq = app
+        .ok(
+            &alice,
+            "query($p: ID!) { project(id: $p) { lastSeq } }",
+            json!({ "p": project }),
+        )
+        .await["project"]["lastSeq"]
+        .as_i64()
+        .unwrap();
+    for stream in [&mut first, &mut second] {
+        let event = stream.next().await.expect("an event");
+        assert_eq!(
+            event.id,
+            Some(seq.to_string()),
+            "id: is the seq, unselected"
+        );
+        assert_eq!(
+            event.data["data"]["projectEvents"]["task"]["title"],
+            "shared"
+        );
+        assert!(event.data["data"]["projectEvents"].get("seq").is_none());
+    }
+    let mut raw = String::new();
+    let part = crate::multipart::next_payload_part(&mut multipart, &mut raw).await;
+    assert_eq!(
+        part["payload"]["data"]["projectEvents"]["task"]["title"],
+        "shared"
+    );
+    assert_eq!(ws.next_event("1").await["task"]["title"], "shared");
+
+    // A resumed stream runs on its own (it starts in the past) and is numbered the same way.
+    let mut resumed = app.sse(Some(&bob), WITHOUT_SEQ, vars, Some(seq - 1)).await;
+    let replayed = resumed.next().await.expect("the replayed event");
+    assert_eq!(replayed.id, Some(seq.to_string()));
+    assert_eq!(
+        replayed.data["data"]["projectEvents"]["kind"],
+        "TASK_UPDATED"
+    );
+    assert_eq!(app.state.metrics.shared_executions.get(), 1);
+
+    // When the last member leaves, the shared execution ends.
+    drop((first, second, multipart, resumed));
+    ws.close().await;
+    // (A group notices it has no members at its next event.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut n = 0;
+    while app.state.metrics.shared_executions.get() != 0 {
+        assert!(std::time::Instant::now() < deadline, "the group ends");
+        n += 1;
+        rename(&app, &alice, &task, &format!("nobody listens {n}")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -1,9 +1,10 @@
 //! One operation on a WebSocket: starting it (in a span, counted while it lives), building
-//! its request, forwarding its responses, and the shared-execution member path for live
-//! `projectEvents` subscriptions.
+//! its request, and framing its results (shared or its own, see
+//! [`deliveries`](crate::http::deliveries)) as graphql-ws messages.
 
 use async_graphql::Request;
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -11,13 +12,8 @@ use tracing::Instrument;
 
 use super::messages::{OperationPayload, Outgoing, Protocol};
 use crate::auth::{Authentication, Viewer};
-use crate::entities::project_members::Role;
-use crate::graphql::{document, prepare_request};
-use crate::http::HttpState;
-use crate::http::multiplex::GroupKey;
+use crate::http::deliveries::{self, Delivery};
 use crate::http::payload::Payload;
-use crate::projects::access;
-use crate::realtime::stream::{ResumeAfter, Subscriber, Verdict, removed, verdict};
 
 impl super::Connection {
     /// Spawns an operation's task, counted in `active_subscriptions` while it lives.
@@ -67,16 +63,14 @@ impl super::Connection {
             id,
             protocol: self.protocol,
         };
-        let mut request = request_of(payload);
-        let key =
-            document::analyze(&mut request).and_then(|analysis| GroupKey::of(&request, &analysis));
-        if let Some(key) = key {
-            let state = self.state.clone();
-            return self.spawn_tracked(span, shared(state, key, viewer, sink));
-        }
-        let responses = execute(&self.state, request, viewer, None);
+        let deliveries = deliveries::run(
+            &self.state,
+            request_of(payload),
+            Authentication::Viewer(viewer),
+            None,
+        );
         self.spawn_tracked(span, async move {
-            sink.forward(responses).await;
+            sink.forward(deliveries).await;
         })
     }
 }
@@ -114,77 +108,6 @@ pub(super) fn request_of(payload: OperationPayload) -> Request {
     request
 }
 
-/// Runs `request` on its own as `viewer` (resuming after `resume_after` when a shared member
-/// continues alone).
-pub(super) fn execute(
-    state: &HttpState,
-    request: Request,
-    viewer: Viewer,
-    resume_after: Option<i64>,
-) -> futures_util::stream::BoxStream<'static, async_graphql::Response> {
-    let request = prepare_request(request, &state.app, Authentication::Viewer(viewer));
-    let request = match resume_after {
-        Some(seq) => request.data(ResumeAfter(seq)),
-        None => request,
-    };
-    state.schema.execute_stream(request)
-}
-
-/// A member of a shared group: checks access, forwards the group's serialized payloads, and
-/// resumes on its own execution if it falls behind or the group ends early.
-pub(super) async fn shared(state: HttpState, key: GroupKey, viewer: Viewer, sink: Sink) {
-    if let Err(err) = access::require(&state.app.db, key.project_id, &viewer, Role::Viewer).await {
-        sink.end(&Payload::error(err, &["projectEvents"])).await;
-        return;
-    }
-    let share = state
-        .multiplexer
-        .join(key.clone(), &state.app, &state.schema, &viewer)
-        .await;
-    let subscriber = Subscriber::User(viewer.user_id.clone());
-    let mut messages = share.receiver;
-    let mut last = share.last_seq;
-    loop {
-        let message = match messages.recv().await {
-            Ok(message) => message,
-            // Behind the group's buffer, or the group ended: continue alone below.
-            Err(_) => break,
-        };
-        let seq = message.event.seq();
-        if seq <= last {
-            continue;
-        }
-        if seq > last + 1 {
-            break;
-        }
-        match verdict(&message.event, &subscriber) {
-            Verdict::Removed => {
-                sink.end(&Payload::error(removed(), &["projectEvents"]))
-                    .await;
-                return;
-            }
-            _ if message.payload.is_error() => {
-                sink.end(&message.payload).await;
-                return;
-            }
-            Verdict::LastOne => {
-                if sink.next(&message.payload).await {
-                    sink.complete().await;
-                }
-                return;
-            }
-            Verdict::Deliver => {
-                if !sink.next(&message.payload).await {
-                    return;
-                }
-                last = seq;
-            }
-        }
-    }
-    sink.forward(execute(&state, key.request(), viewer, Some(last)))
-        .await;
-}
-
 /// Where one operation's messages go.
 pub(super) struct Sink {
     pub(super) outgoing: mpsc::Sender<Outgoing>,
@@ -202,19 +125,6 @@ impl Sink {
             Payload::Errors(errors) => {
                 self.errors(errors).await;
                 false
-            }
-        }
-    }
-
-    /// Ends the operation with `payload`: an `error` message for errors, else the result
-    /// and `complete`.
-    async fn end(&self, payload: &Payload) {
-        match payload {
-            Payload::Errors(errors) => self.errors(errors).await,
-            Payload::Result(json) => {
-                if self.result(json).await {
-                    self.complete().await;
-                }
             }
         }
     }
@@ -254,13 +164,10 @@ impl Sink {
             .await;
     }
 
-    /// Forwards every response of an execution, then `complete`.
-    pub(super) async fn forward(
-        &self,
-        mut responses: futures_util::stream::BoxStream<'static, async_graphql::Response>,
-    ) {
-        while let Some(response) = responses.next().await {
-            if !self.next(&Payload::of(response)).await {
+    /// Forwards every result of an operation, then `complete`.
+    pub(super) async fn forward(&self, mut deliveries: BoxStream<'static, Delivery>) {
+        while let Some(delivery) = deliveries.next().await {
+            if !self.next(&delivery.payload).await {
                 return;
             }
         }

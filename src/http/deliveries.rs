@@ -1,0 +1,125 @@
+//! One operation's results, serialized, for every transport (graphql-ws, SSE, multipart). A
+//! live `projectEvents` subscription joins the shared execution of identical ones (see
+//! [`multiplex`](super::multiplex)); anything else, or a stream resuming from a given seq,
+//! runs its own execution. Either way each result comes with the seq of the event behind it,
+//! whatever the selection, so SSE can number its events for `Last-Event-ID`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use async_graphql::Request;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use super::HttpState;
+use super::multiplex::GroupKey;
+use super::payload::Payload;
+use crate::auth::{Authentication, Viewer};
+use crate::entities::project_members::Role;
+use crate::graphql::{document, prepare_request};
+use crate::projects::access;
+use crate::realtime::stream::{ResumeAfter, SeqTap, Subscriber, Verdict, removed, verdict};
+
+/// One result of an operation.
+pub struct Delivery {
+    /// The result; an error payload is the operation's last.
+    pub payload: Payload,
+    /// The seq of the project event the result is about (`projectEvents` only).
+    pub seq: Option<i64>,
+}
+
+/// The results of `request` for `authentication`; the stream's end means `complete`. A
+/// `projectEvents` subscription resumes after `resume_after` when given.
+pub fn run(
+    state: &HttpState,
+    mut request: Request,
+    authentication: Authentication,
+    resume_after: Option<i64>,
+) -> BoxStream<'static, Delivery> {
+    if let (Authentication::Viewer(viewer), None) = (&authentication, resume_after) {
+        let key =
+            document::analyze(&mut request).and_then(|analysis| GroupKey::of(&request, &analysis));
+        if let Some(key) = key {
+            return shared(state.clone(), key, viewer.clone()).boxed();
+        }
+    }
+    own(state, request, authentication, resume_after)
+}
+
+/// Runs `request` on its own execution.
+fn own(
+    state: &HttpState,
+    request: Request,
+    authentication: Authentication,
+    resume_after: Option<i64>,
+) -> BoxStream<'static, Delivery> {
+    let tap = Arc::new(AtomicI64::new(SeqTap::NONE));
+    let mut request =
+        prepare_request(request, &state.app, authentication).data(SeqTap(tap.clone()));
+    if let Some(seq) = resume_after {
+        request = request.data(ResumeAfter(seq));
+    }
+    // The execution resolves one event at a time, so when a response arrives the tap holds
+    // the seq of the event it was made from.
+    state
+        .schema
+        .execute_stream(request)
+        .map(move |response| {
+            let seq = tap.swap(SeqTap::NONE, Ordering::Relaxed);
+            Delivery {
+                payload: Payload::of(response),
+                seq: (seq != SeqTap::NONE).then_some(seq),
+            }
+        })
+        .boxed()
+}
+
+/// A member of a shared group: checks access, forwards the group's serialized payloads, and
+/// resumes on its own execution from the last seq it delivered if it falls behind the
+/// group's buffer or the group ends early, so nothing is lost or repeated.
+fn shared(
+    state: HttpState,
+    key: GroupKey,
+    viewer: Viewer,
+) -> impl futures_util::Stream<Item = Delivery> + Send + 'static {
+    async_stream::stream! {
+        let path = ["projectEvents"];
+        if let Err(err) = access::require(&state.app.db, key.project_id, &viewer, Role::Viewer).await {
+            yield Delivery { payload: Payload::error(err, &path), seq: None };
+            return;
+        }
+        let share = state
+            .multiplexer
+            .join(key.clone(), &state.app, &state.schema, &viewer)
+            .await;
+        let subscriber = Subscriber::User(viewer.user_id.clone());
+        let mut messages = share.receiver;
+        let mut last = share.last_seq;
+        // Leaves the loop to continue alone; returns when the operation is over.
+        while let Ok(message) = messages.recv().await {
+            let seq = message.event.seq();
+            if seq <= last {
+                continue;
+            }
+            if seq > last + 1 {
+                break;
+            }
+            let verdict = verdict(&message.event, &subscriber);
+            if matches!(verdict, Verdict::Removed) {
+                yield Delivery { payload: Payload::error(removed(), &path), seq: None };
+                return;
+            }
+            let last_one = matches!(verdict, Verdict::LastOne) || message.payload.is_error();
+            yield Delivery { payload: message.payload.clone(), seq: Some(seq) };
+            if last_one {
+                return;
+            }
+            last = seq;
+        }
+        drop(messages);
+        let alone = own(&state, key.request(), Authentication::Viewer(viewer), Some(last));
+        for await delivery in alone {
+            yield delivery;
+        }
+    }
+}
