@@ -81,7 +81,6 @@ impl Application {
         let shutdown = CancellationToken::new();
         // This instance's id: its presence leases, and the bus skips its own messages by it.
         let instance = uuid::Uuid::new_v4();
-        let hub = Hub::new(db.clone(), shutdown.clone(), metrics.clone());
         let presence_settings = PresenceSettings {
             timeout: config.presence_timeout,
             coalesce: config.presence_coalesce,
@@ -97,12 +96,13 @@ impl Application {
             ),
             None => (Arc::new(LocalBus), Arc::new(MemoryStore::default())),
         };
+        let hub = Hub::new(db.clone(), bus.clone(), shutdown.clone(), metrics.clone());
         let presence = Presence::start(store, bus.clone(), presence_settings, shutdown.clone());
         let conflicts = ConflictNotices::new(bus.clone());
         let api_tokens = ApiTokens::new(bus.clone());
         // Each channel's owner receives what the other instances publish on it.
         let mut channels = Channels::default();
-        channels.register(realtime::EVENTS, hub.clone());
+        channels.register_family(realtime::EVENTS, hub.clone());
         channels.register(conflicts::CHANNEL, conflicts.clone());
         channels.register(presence::CHANNEL, presence.clone());
         channels.register(auth::tokens::CHANNEL, api_tokens.clone());

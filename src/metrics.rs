@@ -64,6 +64,7 @@ pub struct Metrics {
     pub shared_executions: Gauge,
     pub events_published: Counter,
     pub events_delivered: Counter,
+    pub bus_events_received: Counter,
     pub commit_to_delivery: Histogram,
     pub gap_repairs: Counter,
     pub redis_up: Gauge,
@@ -90,6 +91,7 @@ impl Default for Metrics {
             shared_executions: Gauge::default(),
             events_published: Counter::default(),
             events_delivered: Counter::default(),
+            bus_events_received: Counter::default(),
             commit_to_delivery: latency(),
             gap_repairs: Counter::default(),
             redis_up: Gauge::default(),
@@ -147,6 +149,11 @@ impl Default for Metrics {
             "events_delivered",
             "Event deliveries to this instance's subscribers",
             metrics.events_delivered.clone(),
+        );
+        registry.register(
+            "bus_events_received",
+            "Events received from other instances over the bus (only projects with a room here)",
+            metrics.bus_events_received.clone(),
         );
         registry.register(
             "event_commit_to_delivery_seconds",

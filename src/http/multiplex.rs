@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_graphql::{Request, Variables};
 use futures_util::StreamExt;
@@ -201,10 +202,21 @@ impl GroupTask {
         );
         futures_util::pin_mut!(events);
         let shutdown = self.state.shutdown.clone();
+        // A group nobody belongs to ends (letting its room close) even if no event comes;
+        // two looks in a row, so a member about to join is not left out.
+        let mut looks = tokio::time::interval(Duration::from_secs(1));
+        let mut empty_looks = 0;
         loop {
             let item = tokio::select! {
                 () = shutdown.cancelled() => return,
                 item = events.next() => item,
+                _ = looks.tick() => {
+                    empty_looks = if self.group.receiver_count() == 0 { empty_looks + 1 } else { 0 };
+                    if empty_looks >= 2 {
+                        return;
+                    }
+                    continue;
+                }
             };
             let Some(Ok(event)) = item else { return };
             if feed.send(event.clone()).await.is_err() {

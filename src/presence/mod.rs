@@ -235,8 +235,10 @@ impl Presence {
     async fn send(&self, event: PresenceEvent) {
         let event = Arc::new(event);
         self.deliver(event.clone());
-        self.bus
-            .publish(CHANNEL, Box::new(move || serde_json::to_vec(&*event).ok()));
+        self.bus.publish(
+            CHANNEL.into(),
+            Box::new(move || serde_json::to_vec(&*event).ok()),
+        );
     }
 
     async fn maintain(self: Arc<Self>, shutdown: CancellationToken) {

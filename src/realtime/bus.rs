@@ -2,10 +2,16 @@
 //! channels; each channel's owner (events, conflicts, presence) registers a handler before
 //! the bus starts, delivers to its own instance itself, and publishes for the others. The bus
 //! never hands an instance its own messages back.
+//!
+//! Fixed channels are listened to from the start. A family of channels (one per project for
+//! events) is registered by its prefix, and the owner follows and unfollows its members as
+//! it needs them, so an instance receives only what it has listeners for.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 /// Health of the bus, for `/readyz`.
@@ -44,6 +50,7 @@ pub trait ChannelHandler: Send + Sync + 'static {
 #[derive(Default)]
 pub struct Channels {
     handlers: HashMap<&'static str, Arc<dyn ChannelHandler>>,
+    families: Vec<(&'static str, Arc<dyn ChannelHandler>)>,
 }
 
 impl Channels {
@@ -52,22 +59,36 @@ impl Channels {
         self.handlers.insert(channel, handler);
     }
 
-    /// The registered channel names.
+    /// Registers `handler` as the owner of every channel named `prefix…`; it follows the
+    /// ones it wants with [`Bus::follow`].
+    pub fn register_family(&mut self, prefix: &'static str, handler: Arc<dyn ChannelHandler>) {
+        self.families.push((prefix, handler));
+    }
+
+    /// The fixed channels' names.
     pub fn names(&self) -> Vec<&'static str> {
         self.handlers.keys().copied().collect()
     }
 
     /// The handler of a channel, by its name as bytes (as Redis reports it).
     pub fn handler(&self, channel: &[u8]) -> Option<&Arc<dyn ChannelHandler>> {
-        self.handlers
+        let fixed = self
+            .handlers
             .iter()
             .find(|(name, _)| name.as_bytes() == channel)
-            .map(|(_, handler)| handler)
+            .map(|(_, handler)| handler);
+        fixed.or_else(|| {
+            self.families
+                .iter()
+                .find(|(prefix, _)| channel.starts_with(prefix.as_bytes()))
+                .map(|(_, handler)| handler)
+        })
     }
 
     /// Tells every owner the link is back.
     pub fn reconnected(&self) {
-        for handler in self.handlers.values() {
+        let families = self.families.iter().map(|(_, handler)| handler);
+        for handler in self.handlers.values().chain(families) {
             handler.reconnected();
         }
     }
@@ -80,7 +101,12 @@ pub type Encode = Box<dyn FnOnce() -> Option<Vec<u8>> + Send>;
 pub trait Bus: Send + Sync + 'static {
     /// Publishes to the other instances without waiting; `encode` runs off the caller's
     /// path. A lost message is the owner's to repair (events from the log) or to accept.
-    fn publish(&self, channel: &'static str, encode: Encode);
+    fn publish(&self, channel: Cow<'static, str>, encode: Encode);
+    /// Starts receiving a family member channel. Resolves once messages published from now
+    /// on will arrive (or at once when the link is down: the owner repairs on reconnect).
+    fn follow(&self, channel: String) -> BoxFuture<'static, ()>;
+    /// Stops receiving a family member channel.
+    fn unfollow(&self, channel: String);
     /// Current health.
     fn status(&self) -> BusStatus;
     /// Starts handing other instances' messages to `channels`' owners.
@@ -91,7 +117,13 @@ pub trait Bus: Send + Sync + 'static {
 pub struct LocalBus;
 
 impl Bus for LocalBus {
-    fn publish(&self, _channel: &'static str, _encode: Encode) {}
+    fn publish(&self, _channel: Cow<'static, str>, _encode: Encode) {}
+
+    fn follow(&self, _channel: String) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn unfollow(&self, _channel: String) {}
 
     fn status(&self) -> BusStatus {
         BusStatus::InProcess

@@ -1,4 +1,6 @@
-//! Rooms: one per project with live subscribers on this instance. A room's task receives
+//! Rooms: one per project with live subscribers on this instance, each following its
+//! project's bus channel while it is open (so an instance receives only the events of its
+//! own rooms). A room's task receives
 //! events in whatever order the bus brings them and re-emits them strictly by seq, fetching
 //! any missing range from the log. A periodic check compares every room's last delivered
 //! seq with the database's counters (one query for all rooms), which catches a lost event
@@ -13,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::bus::ChannelHandler;
+use super::bus::{Bus, ChannelHandler};
+use super::events_channel;
 use super::sequenced::{Joined, Sequenced};
 use crate::entities::{events, projects};
 use crate::events::{CommittedEvent, log};
@@ -42,6 +45,8 @@ struct Room {
 /// This instance's rooms.
 pub struct Hub {
     db: DatabaseConnection,
+    /// Rooms follow their project's channel while they are open.
+    bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
     rooms: Mutex<HashMap<Uuid, Room>>,
     shutdown: CancellationToken,
@@ -51,14 +56,17 @@ pub struct Hub {
 pub type Membership = Joined<Arc<CommittedEvent>>;
 
 impl Hub {
-    /// A hub reading the log from `db`; its tasks stop when `shutdown` is cancelled.
+    /// A hub reading the log from `db` and other instances' events from `bus`; its tasks
+    /// stop when `shutdown` is cancelled.
     pub fn new(
         db: DatabaseConnection,
+        bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
+            bus,
             metrics,
             rooms: Mutex::new(HashMap::new()),
             shutdown,
@@ -113,6 +121,7 @@ impl Hub {
         let task = RoomTask {
             project_id,
             db: self.db.clone(),
+            bus: self.bus.clone(),
             metrics: self.metrics.clone(),
             events: events.clone(),
             pending: BTreeMap::new(),
@@ -137,13 +146,17 @@ impl Hub {
             }
             let ids: Vec<Uuid> = {
                 let mut rooms = self.rooms();
-                rooms.retain(|_, room| {
+                rooms.retain(|id, room| {
                     if room.events.receiver_count() == 0 {
                         room.idle_checks += 1;
                     } else {
                         room.idle_checks = 0;
                     }
-                    room.idle_checks < 2
+                    let open = room.idle_checks < 2;
+                    if !open {
+                        self.bus.unfollow(events_channel(*id));
+                    }
+                    open
                 });
                 rooms.keys().copied().collect()
             };
@@ -188,6 +201,7 @@ impl Hub {
 struct RoomTask {
     project_id: Uuid,
     db: DatabaseConnection,
+    bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
     events: Arc<Sequenced<Arc<CommittedEvent>>>,
     /// Events that arrived ahead of a gap, waiting for it to be filled.
@@ -207,6 +221,12 @@ impl RoomTask {
         mut inbox: mpsc::UnboundedReceiver<Command>,
         shutdown: CancellationToken,
     ) {
+        // Follow the project's channel first, so that every event committed after the
+        // starting point read below arrives (or is found by the gap check).
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = self.bus.follow(events_channel(self.project_id)) => {}
+        }
         // Starting point: the project's counter now. Events up to it are history (replayed
         // from the log by subscribers that ask); events after it are this room's to deliver.
         let start = loop {
@@ -324,6 +344,7 @@ impl RoomTask {
 /// Events other instances committed arrive here from the bus.
 impl ChannelHandler for Hub {
     fn receive(&self, payload: &[u8]) {
+        self.metrics.bus_events_received.inc();
         match serde_json::from_slice::<events::Model>(payload) {
             Ok(row) => self.deliver(CommittedEvent::decode(row)),
             Err(err) => tracing::warn!(error = %err, "undecodable event on the bus"),

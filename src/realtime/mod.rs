@@ -23,8 +23,15 @@ use crate::metrics::Metrics;
 pub use bus::{Bus, BusStatus, ChannelHandler, Channels, LocalBus};
 pub use hub::Hub;
 
-/// The bus channel of committed events.
-pub const EVENTS: &str = "tasknest:events";
+/// The bus channels of committed events: one per project, `tasknest:events:{<project id>}`,
+/// followed by the instances that have a room for it. The braces are a Redis Cluster hash
+/// tag: a project's channel and its keys hash to one slot.
+pub const EVENTS: &str = "tasknest:events:";
+
+/// The bus channel of one project's committed events.
+pub fn events_channel(project_id: uuid::Uuid) -> String {
+    format!("{EVENTS}{{{project_id}}}")
+}
 
 /// The realtime side of the application state.
 #[derive(Clone)]
@@ -46,7 +53,7 @@ impl Announce for Realtime {
         let event = CommittedEvent::decode(row);
         self.hub.deliver(event.clone());
         self.bus.publish(
-            EVENTS,
+            events_channel(event.row.project_id).into(),
             Box::new(move || match serde_json::to_vec(&event.row) {
                 Ok(bytes) => Some(bytes),
                 Err(err) => {

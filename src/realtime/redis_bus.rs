@@ -2,14 +2,21 @@
 //! message is this instance's id followed by the owner's bytes, so that an instance skips its
 //! own messages (it delivered them locally already). Redis only carries messages; when its
 //! link blips, the owners repair (events from the log; presence rewrites its registry).
+//!
+//! Family channels (one per project) are subscribed and unsubscribed as their owners follow
+//! them, in the order asked, by the task that owns the subscriber connection; after a
+//! reconnect it subscribes the whole current set again.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -24,22 +31,57 @@ pub struct RedisBus {
     instance: Uuid,
     publisher: ConnectionManager,
     status: Arc<AtomicU8>,
+    /// The family channels followed now.
+    followed: Mutex<HashSet<String>>,
+    changes: mpsc::UnboundedSender<Change>,
+    /// Taken by the subscriber task when the bus starts listening.
+    pending_changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+}
+
+/// A change to the followed channels, applied in order by the subscriber task.
+enum Change {
+    /// Subscribe, then answer.
+    Follow(String, oneshot::Sender<()>),
+    Unfollow(String),
 }
 
 impl RedisBus {
     /// Connects lazily: a Redis that is down at start only makes the bus `down`.
     pub fn new(url: &str, instance: Uuid) -> anyhow::Result<Arc<Self>> {
+        let (changes, pending) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {
             url: url.to_owned(),
             instance,
             publisher: lazy_connection(url)?,
             status: Arc::new(AtomicU8::new(DOWN)),
+            followed: Mutex::new(HashSet::new()),
+            changes,
+            pending_changes: Mutex::new(Some(pending)),
         }))
+    }
+
+    fn followed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.followed.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Bus for RedisBus {
-    fn publish(&self, channel: &'static str, encode: Encode) {
+    fn follow(&self, channel: String) -> BoxFuture<'static, ()> {
+        self.followed().insert(channel.clone());
+        let (ack, acked) = oneshot::channel();
+        let _ = self.changes.send(Change::Follow(channel, ack));
+        // Resolves when subscribed, or at once if the subscriber task is not running.
+        Box::pin(async move {
+            let _ = acked.await;
+        })
+    }
+
+    fn unfollow(&self, channel: String) {
+        self.followed().remove(&channel);
+        let _ = self.changes.send(Change::Unfollow(channel));
+    }
+
+    fn publish(&self, channel: Cow<'static, str>, encode: Encode) {
         let mut conn = self.publisher.clone();
         let status = self.status.clone();
         let origin = self.instance;
@@ -48,8 +90,8 @@ impl Bus for RedisBus {
             let mut payload = Vec::with_capacity(16 + body.len());
             payload.extend_from_slice(origin.as_bytes());
             payload.extend_from_slice(&body);
-            if let Err(err) = conn.publish::<_, _, ()>(channel, payload).await {
-                tracing::warn!(error = %err, channel, "Redis publish failed");
+            if let Err(err) = conn.publish::<_, _, ()>(channel.as_ref(), payload).await {
+                tracing::warn!(error = %err, channel = %channel, "Redis publish failed");
                 status.store(DOWN, Ordering::Relaxed);
             }
         });
@@ -72,6 +114,15 @@ impl Bus for RedisBus {
             format!("{url}?protocol=resp3")
         };
         let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let Some(changes) = self
+            .pending_changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            tracing::error!("the Redis bus was started twice");
+            return;
+        };
         let subscriber = redis::Client::open(sub_url).and_then(|client| {
             ConnectionManager::new_lazy_with_config(
                 client,
@@ -82,9 +133,11 @@ impl Bus for RedisBus {
         });
         match subscriber {
             Ok(subscriber) => {
-                tokio::spawn(subscribe_loop(
-                    self, subscriber, push_rx, channels, shutdown,
-                ));
+                let inputs = Inputs {
+                    pushes: push_rx,
+                    changes,
+                };
+                tokio::spawn(subscribe_loop(self, subscriber, inputs, channels, shutdown));
             }
             // The URL was checked at start; this is not expected.
             Err(err) => tracing::error!(error = %err, "cannot open the Redis subscriber"),
@@ -110,20 +163,30 @@ pub fn lazy_connection(url: &str) -> anyhow::Result<ConnectionManager> {
     )?)
 }
 
-/// Keeps the subscription alive and hands received messages to their channel's owner.
+/// What the subscriber task reacts to besides shutdown.
+struct Inputs {
+    /// Messages and connection news from Redis.
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    /// Follows and unfollows, in the order asked.
+    changes: mpsc::UnboundedReceiver<Change>,
+}
+
+/// Keeps the subscriptions alive and hands received messages to their channel's owner.
 /// After every (re)connection the owners repair, since messages sent meanwhile are lost.
 async fn subscribe_loop(
     bus: Arc<RedisBus>,
     mut conn: ConnectionManager,
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    mut inputs: Inputs,
     channels: Channels,
     shutdown: CancellationToken,
 ) {
-    let names = channels.names();
     let status = &bus.status;
     loop {
-        // (Re)subscribe until Redis answers.
+        // (Re)subscribe everything until Redis answers. Follows asked meanwhile are answered
+        // at once: they are in the set subscribed here, and the owners repair when it is.
         loop {
+            let mut names: Vec<String> = channels.names().into_iter().map(str::to_owned).collect();
+            names.extend(bus.followed().iter().cloned());
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = conn.subscribe(&names) => result,
@@ -134,9 +197,18 @@ async fn subscribe_loop(
                     if status.swap(DOWN, Ordering::Relaxed) != DOWN {
                         tracing::warn!(error = %err, "Redis unreachable; events travel by the log check");
                     }
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    let retry = tokio::time::sleep(Duration::from_millis(500));
+                    tokio::pin!(retry);
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = &mut retry => break,
+                            Some(change) = inputs.changes.recv() => {
+                                if let Change::Follow(_, ack) = change {
+                                    let _ = ack.send(());
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -149,7 +221,11 @@ async fn subscribe_loop(
         loop {
             let push = tokio::select! {
                 () = shutdown.cancelled() => return,
-                push = pushes.recv() => match push {
+                Some(change) = inputs.changes.recv() => {
+                    apply(&bus, &mut conn, change).await;
+                    continue;
+                }
+                push = inputs.pushes.recv() => match push {
                     Some(push) => push,
                     None => return,
                 },
@@ -162,6 +238,30 @@ async fn subscribe_loop(
                     break;
                 }
                 _ => {}
+            }
+        }
+    }
+}
+
+/// Subscribes or unsubscribes one family channel, unless a later change undid it already
+/// (the set is current; the queue is history).
+async fn apply(bus: &RedisBus, conn: &mut ConnectionManager, change: Change) {
+    match change {
+        Change::Follow(channel, ack) => {
+            if bus.followed().contains(&channel)
+                && let Err(err) = conn.subscribe(&channel).await
+            {
+                // The connection is failing: its Disconnection push follows, and the
+                // reconnect subscribes the whole set again.
+                tracing::debug!(error = %err, channel, "subscribe failed");
+            }
+            let _ = ack.send(());
+        }
+        Change::Unfollow(channel) => {
+            if !bus.followed().contains(&channel)
+                && let Err(err) = conn.unsubscribe(&channel).await
+            {
+                tracing::debug!(error = %err, channel, "unsubscribe failed");
             }
         }
     }

@@ -49,8 +49,10 @@ impl ConflictNotices {
             conflict: conflict.clone(),
         });
         let _ = self.local.send(notice.clone());
-        self.bus
-            .publish(CHANNEL, Box::new(move || serde_json::to_vec(&*notice).ok()));
+        self.bus.publish(
+            CHANNEL.into(),
+            Box::new(move || serde_json::to_vec(&*notice).ok()),
+        );
     }
 
     /// Notices from now on (all projects and users; subscribers filter).

@@ -130,3 +130,92 @@ async fn a_last_event_whose_publish_was_lost_still_arrives_within_the_check_inte
         "repaired by the periodic check, not by luck"
     );
 }
+
+/// Subscribers of `channel` in Redis (`PUBSUB NUMSUB`).
+async fn redis_subscribers(redis: &str, channel: &str) -> i64 {
+    let client = redis::Client::open(redis).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply.1
+}
+
+#[tokio::test]
+async fn an_instance_receives_only_the_events_of_projects_it_has_subscribers_for() {
+    let Some(redis) =
+        require_redis("an_instance_receives_only_the_events_of_projects_it_has_subscribers_for")
+    else {
+        return;
+    };
+    // Short checks: rooms nobody listens to close within about two of them.
+    let configure = |c: &mut tasknest::Config| {
+        c.redis_url = Some(redis.clone());
+        c.gap_check_interval = Duration::from_millis(200);
+    };
+    let a = spawn_app_with(configure).await;
+    let b = spawn_app_sharing(&a, configure).await;
+    let alice = a.token("alice");
+    let watched = a.create_project(&alice, "Watched on B").await;
+    let elsewhere = a.create_project(&alice, "Only on A").await;
+    let watched_task = a.create_task(&alice, &watched, "T").await;
+    let other_task = a.create_task(&alice, &elsewhere, "T").await;
+    let channel = |p: &str| format!("tasknest:events:{{{p}}}");
+
+    let mut on_b = b.ws(&alice).await;
+    on_b.subscribe("e", EVENTS, json!({ "p": watched })).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while redis_subscribers(&redis, &channel(&watched)).await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B follows the watched project"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(redis_subscribers(&redis, &channel(&elsewhere)).await, 0);
+
+    let received = || b.state.metrics.bus_events_received.get();
+    let before = received();
+    for i in 0..5 {
+        rename(&a, &alice, &other_task, &format!("unwatched {i}")).await;
+        rename(&a, &alice, &watched_task, &format!("watched {i}")).await;
+    }
+    for i in 0..5 {
+        let event = on_b.next_event("e").await;
+        assert_eq!(event["task"]["title"], format!("watched {i}"));
+    }
+    assert_eq!(
+        received() - before,
+        5,
+        "B received the watched project's events and none of the other's"
+    );
+
+    // The last subscriber leaves: the room closes and B stops following the channel.
+    on_b.close().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while redis_subscribers(&redis, &channel(&watched)).await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B unfollows the closed room"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = received();
+    rename(&a, &alice, &watched_task, "after everyone left").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received(), before);
+
+    // A new subscriber reopens the room, follows again, and gets live events.
+    let mut again = b.ws(&alice).await;
+    again.subscribe("e", EVENTS, json!({ "p": watched })).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while redis_subscribers(&redis, &channel(&watched)).await != 1 {
+        assert!(std::time::Instant::now() < deadline, "B follows again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rename(&a, &alice, &watched_task, "back").await;
+    assert_eq!(again.next_event("e").await["task"]["title"], "back");
+}

@@ -208,8 +208,10 @@ impl ApiTokens {
     fn announce(&self, id: Uuid) {
         let notice = Notice::Revoked(id);
         let _ = self.local.send(notice);
-        self.bus
-            .publish(CHANNEL, Box::new(move || serde_json::to_vec(&notice).ok()));
+        self.bus.publish(
+            CHANNEL.into(),
+            Box::new(move || serde_json::to_vec(&notice).ok()),
+        );
     }
 }
 
