@@ -17,6 +17,7 @@ mod fanout;
 mod floor;
 mod raw;
 mod raw_sse;
+mod scale;
 mod server;
 mod soak;
 mod stats;
@@ -39,8 +40,12 @@ pub enum Transport {
 #[command(about = "Subscription latency and memory benchmark for TaskNest")]
 pub struct Args {
     /// TaskNest instances to start (they share the database and Redis).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, visible_alias = "instances", default_value_t = 2)]
     pub servers: usize,
+    /// Scale-out instead: this many projects, each with its subscribers on one instance;
+    /// reports each instance's bus traffic beside what its rooms needed.
+    #[arg(long)]
+    pub projects: Option<usize>,
     /// Subscriber connections, each holding one `projectEvents` subscription.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -97,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
     let (database_url, cleanup) = fresh_database(&args.database_url).await?;
     let result = if args.soak {
         soak::run(&args, &bin, &database_url).await
+    } else if args.projects.is_some() {
+        scale::run(&args, &bin, &database_url).await
     } else if args.webhooks {
         webhooks::run(&args, &bin, &database_url).await
     } else {
