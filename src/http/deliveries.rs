@@ -84,14 +84,14 @@ fn shared(
 ) -> impl futures_util::Stream<Item = Delivery> + Send + 'static {
     async_stream::stream! {
         let path = ["projectEvents"];
-        if let Err(err) = access::require(&state.app.db, key.project_id, &viewer, Role::Viewer).await {
+        // The one-off steps are boxed, so that a long-lived member does not carry their
+        // state for its whole life.
+        let access = Box::pin(access::require(&state.app.db, key.project_id, &viewer, Role::Viewer));
+        if let Err(err) = access.await {
             yield Delivery { payload: Payload::error(err, &path), seq: None };
             return;
         }
-        let share = state
-            .multiplexer
-            .join(key.clone(), &state.app, &state.schema, &viewer)
-            .await;
+        let share = Box::pin(state.multiplexer.join(key.clone(), &state.app, &state.schema, &viewer)).await;
         let subscriber = Subscriber::User(viewer.user_id.clone());
         let mut messages = share.receiver;
         let mut last = share.last_seq;

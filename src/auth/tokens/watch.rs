@@ -42,7 +42,9 @@ impl TokenWatch {
     pub async fn revoked(&mut self) {
         loop {
             if self.recheck {
-                if !self.tokens.still_valid(&self.db, &self.grant).await {
+                // Boxed: a rare query, whose state every connection's waiting future would
+                // otherwise carry.
+                if !Box::pin(self.tokens.still_valid(&self.db, &self.grant)).await {
                     return;
                 }
                 self.recheck = false;

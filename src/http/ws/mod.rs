@@ -60,7 +60,7 @@ pub struct WsSettings {
 pub fn upgrade(ws: WebSocketUpgrade, state: HttpState, request_id: String) -> Response {
     let ws = ws
         .protocols(PROTOCOLS)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(4 * 1024)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE);
@@ -182,7 +182,10 @@ impl Connection {
                         Ok(parsed) => parsed,
                         Err(_) => break Close(4400, "Invalid message received"),
                     };
-                    match self.handle(parsed, socket).await {
+                    // Boxed: handling a message (authentication, access checks) needs far
+                    // more state than waiting does, and an idle connection should not carry
+                    // that space for its whole life.
+                    match Box::pin(self.handle(parsed, socket)).await {
                         Ok(Some(deadline)) => expiry.as_mut().reset(deadline),
                         Ok(None) => {}
                         Err(close) => break close,
@@ -193,23 +196,7 @@ impl Connection {
         for (_, task) in self.subscriptions.drain() {
             task.abort();
         }
-        let frame = (close.0 != 1000 || !close.1.is_empty()).then(|| CloseFrame {
-            code: close.0,
-            reason: close.1.into(),
-        });
-        if socket.send(Message::Close(frame)).await.is_ok() {
-            // The closing handshake: read (and drop) what the client still sends until its
-            // Close, so that unread data does not turn our close into a reset that hides the
-            // close code from the client.
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Some(Ok(message)) = socket.recv().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
+        Box::pin(close_handshake(socket, close)).await;
     }
 
     /// Handles one client message. `Ok(Some(deadline))` sets the token expiry timer.
@@ -344,4 +331,23 @@ async fn refuse(socket: &mut WebSocket, id: &str, error: AppError) -> Result<(),
         .send(Message::Text(text.into()))
         .await
         .map_err(|_| Close(1000, ""))
+}
+
+/// Sends our Close, then reads (and drops) what the client still sends until its Close, so
+/// that unread data does not turn our close into a reset that hides the close code.
+async fn close_handshake(socket: &mut WebSocket, close: Close) {
+    let frame = (close.0 != 1000 || !close.1.is_empty()).then(|| CloseFrame {
+        code: close.0,
+        reason: close.1.into(),
+    });
+    if socket.send(Message::Close(frame)).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
