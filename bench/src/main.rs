@@ -22,6 +22,7 @@ mod server;
 mod soak;
 mod stats;
 mod webhooks;
+mod writes;
 
 use server::fresh_database;
 
@@ -78,6 +79,13 @@ pub struct Args {
     /// latency both times and deliveries per second per instance.
     #[arg(long)]
     pub webhooks: bool,
+    /// Write throughput instead: a closed loop of `updateTask` over `--projects` projects
+    /// (default 100) by `--writers` concurrent writers.
+    #[arg(long)]
+    pub writes: bool,
+    /// `--writes`: concurrent writers.
+    #[arg(long, default_value_t = 32)]
+    pub writers: usize,
     /// Only measure the loopback floor (kernel cost of one message) and exit.
     #[arg(long)]
     floor: bool,
@@ -102,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
     let (database_url, cleanup) = fresh_database(&args.database_url).await?;
     let result = if args.soak {
         soak::run(&args, &bin, &database_url).await
+    } else if args.writes {
+        writes::run(&args, &bin, &database_url).await
     } else if args.projects.is_some() {
         scale::run(&args, &bin, &database_url).await
     } else if args.webhooks {
