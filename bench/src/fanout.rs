@@ -10,18 +10,13 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tasknest::auth::JwtKeys;
 
-use crate::server::{cpu_ticks, gql, rss_kib, spawn_server, wait_healthy};
-use crate::stats::{ms, percentile};
+use crate::server::{cpu_ticks, gql, graphql_urls, project_with_task, rss_kib, spawn_servers};
+use crate::stats::{ms, percentile, summary};
 use crate::{Args, SECRET, Transport, raw, raw_sse};
 
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
     let redis = (args.servers > 1 || !args.idle).then_some(args.redis_url.as_str());
-    let mut servers = Vec::new();
-    for _ in 0..args.servers {
-        servers.push(spawn_server(bin, database_url, redis)?);
-        // One at a time: the first migrates.
-        wait_healthy(servers.last().context("server")?.port).await?;
-    }
+    let servers = spawn_servers(bin, database_url, redis, &[], args.servers).await?;
     let http = reqwest::Client::new();
     let keys = JwtKeys::new(SECRET.as_bytes());
     let owner = keys.mint(
@@ -30,29 +25,8 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         None,
         Duration::from_secs(3600),
     )?;
-    let base = format!("http://127.0.0.1:{}/graphql", servers[0].port);
-    let project = gql(
-        &http,
-        &base,
-        &owner,
-        "mutation { createProject(input: {name: \"bench\"}) { id } }",
-        json!({}),
-    )
-    .await?["createProject"]["id"]
-        .as_str()
-        .context("project id")?
-        .to_owned();
-    let task = gql(
-        &http,
-        &base,
-        &owner,
-        "mutation($p: ID!) { createTask(input: {projectId: $p, title: \"bench\"}) { id } }",
-        json!({ "p": project }),
-    )
-    .await?["createTask"]["id"]
-        .as_str()
-        .context("task id")?
-        .to_owned();
+    let base = graphql_urls(&servers).swap_remove(0);
+    let (project, task, _) = project_with_task(&http, &base, &owner, "bench").await?;
 
     let rss_before: Vec<u64> = servers.iter().map(|s| rss_kib(s.pid())).collect();
     let per_server = args.subscribers.div_ceil(servers.len());
@@ -246,13 +220,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         want,
         elapsed
     );
-    println!(
-        "latency mutation→event (all deliveries): p50={} p95={} p99={} max={}",
-        ms(percentile(&all, 50.0)),
-        ms(percentile(&all, 95.0)),
-        ms(percentile(&all, 99.0)),
-        ms(all.last().copied().unwrap_or_default())
-    );
+    println!("latency mutation→event (all deliveries): {}", summary(&all));
     println!(
         "fan-out spread (first→last subscriber per event): p50={} p99={} max={}",
         ms(percentile(&spreads, 50.0)),

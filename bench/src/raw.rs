@@ -9,11 +9,70 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// An upgraded connection with its read buffer.
-pub struct RawSocket {
-    stream: TcpStream,
+/// A connection's socket and the bytes read from it but not yet used.
+pub struct Inbox {
+    pub stream: TcpStream,
     buffer: Vec<u8>,
     start: usize,
+}
+
+impl Inbox {
+    /// Connects to the server on `port` (Nagle off: messages are small and timed).
+    pub async fn connect(port: u16) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buffer: Vec::with_capacity(2048),
+            start: 0,
+        })
+    }
+
+    /// Reads what the socket has; an error once it is closed.
+    pub async fn fill(&mut self) -> anyhow::Result<()> {
+        if self.start > 0 && self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// The bytes not used yet.
+    pub fn unread(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+
+    /// Marks `n` more bytes as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads until the response head is complete; returns it and consumes it.
+    pub async fn head(&mut self) -> anyhow::Result<String> {
+        loop {
+            if let Some(end) = self.unread().windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.unread()[..end + 4]).into_owned();
+                self.consume(end + 4);
+                return Ok(head);
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+/// An upgraded connection with its read buffer.
+pub struct RawSocket {
+    inbox: Inbox,
 }
 
 impl RawSocket {
@@ -25,32 +84,18 @@ impl RawSocket {
         query: &str,
         variables: serde_json::Value,
     ) -> anyhow::Result<Self> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.set_nodelay(true)?;
+        let mut inbox = Inbox::connect(port).await?;
         let request = format!(
             "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
         );
-        stream.write_all(request.as_bytes()).await?;
-        let mut socket = Self {
-            stream,
-            buffer: Vec::with_capacity(2048),
-            start: 0,
-        };
-        let header_end = loop {
-            socket.fill().await?;
-            if let Some(end) = socket.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-        };
-        if !socket.buffer.starts_with(b"HTTP/1.1 101") {
-            bail!(
-                "upgrade refused: {}",
-                String::from_utf8_lossy(&socket.buffer[..header_end])
-            );
+        inbox.stream.write_all(request.as_bytes()).await?;
+        let head = inbox.head().await?;
+        if !head.starts_with("HTTP/1.1 101") {
+            bail!("upgrade refused: {head}");
         }
-        socket.start = header_end;
+        let mut socket = Self { inbox };
         let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
         socket.send(&init.to_string()).await?;
         let ack = tokio::time::timeout(Duration::from_secs(30), socket.next_text())
@@ -82,21 +127,7 @@ impl RawSocket {
         }
         frame.extend_from_slice(&[0, 0, 0, 0]);
         frame.extend_from_slice(bytes);
-        self.stream.write_all(&frame).await?;
-        Ok(())
-    }
-
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.start > 0 && self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("connection closed");
-        }
-        self.buffer.extend_from_slice(&chunk[..n]);
+        self.inbox.stream.write_all(&frame).await?;
         Ok(())
     }
 
@@ -110,13 +141,13 @@ impl RawSocket {
                     _ => continue,
                 }
             }
-            self.fill().await?;
+            self.inbox.fill().await?;
         }
     }
 
     /// Parses one complete frame from the buffer, if there is one.
     fn frame(&mut self) -> Option<(u8, String)> {
-        let data = &self.buffer[self.start..];
+        let data = self.inbox.unread();
         if data.len() < 2 {
             return None;
         }
@@ -134,11 +165,7 @@ impl RawSocket {
             return None;
         }
         let payload = String::from_utf8_lossy(&data[offset..offset + len]).into_owned();
-        self.start += offset + len;
-        if self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        }
+        self.inbox.consume(offset + len);
         Some((opcode, payload))
     }
 }

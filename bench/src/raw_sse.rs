@@ -5,14 +5,13 @@
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
+
+use crate::raw::Inbox;
 
 /// An open event stream with its read buffer.
 pub struct RawSse {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-    start: usize,
+    inbox: Inbox,
 }
 
 impl RawSse {
@@ -24,8 +23,7 @@ impl RawSse {
         query: &str,
         variables: serde_json::Value,
     ) -> anyhow::Result<Self> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.set_nodelay(true)?;
+        let mut inbox = Inbox::connect(port).await?;
         let body = json!({ "query": query, "variables": variables }).to_string();
         let request = format!(
             "POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\
@@ -33,38 +31,12 @@ impl RawSse {
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        stream.write_all(request.as_bytes()).await?;
-        let mut sse = Self {
-            stream,
-            buffer: Vec::with_capacity(2048),
-            start: 0,
-        };
-        let header_end = loop {
-            sse.fill().await?;
-            if let Some(end) = sse.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-        };
-        let head = String::from_utf8_lossy(&sse.buffer[..header_end]).to_ascii_lowercase();
+        inbox.stream.write_all(request.as_bytes()).await?;
+        let head = inbox.head().await?.to_ascii_lowercase();
         if !head.starts_with("http/1.1 200") || !head.contains("transfer-encoding: chunked") {
             bail!("not a chunked event stream: {head}");
         }
-        sse.start = header_end;
-        Ok(sse)
-    }
-
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.start > 0 && self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("connection closed");
-        }
-        self.buffer.extend_from_slice(&chunk[..n]);
-        Ok(())
+        Ok(Self { inbox })
     }
 
     /// The next chunk of the body: one event, or a heartbeat comment.
@@ -73,13 +45,13 @@ impl RawSse {
             if let Some(chunk) = self.chunk()? {
                 return Ok(chunk);
             }
-            self.fill().await?;
+            self.inbox.fill().await?;
         }
     }
 
     /// Parses one complete chunk from the buffer, if there is one.
     fn chunk(&mut self) -> anyhow::Result<Option<String>> {
-        let data = &self.buffer[self.start..];
+        let data = self.inbox.unread();
         let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else {
             return Ok(None);
         };
@@ -95,11 +67,7 @@ impl RawSse {
             return Ok(None);
         }
         let text = String::from_utf8_lossy(&data[body..body + size]).into_owned();
-        self.start += body + size + 2;
-        if self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        }
+        self.inbox.consume(body + size + 2);
         Ok(Some(text))
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde_json::json;
 use tasknest::auth::JwtKeys;
 
-use crate::server::{gql, spawn_server, wait_healthy};
+use crate::server::{gql, graphql_urls, project_with_task, spawn_servers};
 use crate::{Args, SECRET, raw};
 
 const UPDATE: &str =
@@ -23,12 +23,8 @@ const SUBSCRIPTION: &str = "subscription($p: ID!) { projectEvents(projectId: $p)
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
     let instances = args.servers;
     let project_count = args.projects.unwrap_or(100).max(1);
-    let mut servers = Vec::new();
-    for _ in 0..instances {
-        servers.push(spawn_server(bin, database_url, Some(&args.redis_url))?);
-        wait_healthy(servers.last().context("server")?.port).await?;
-    }
-    let url = |i: usize| format!("http://127.0.0.1:{}/graphql", servers[i].port);
+    let servers = spawn_servers(bin, database_url, Some(&args.redis_url), &[], instances).await?;
+    let urls = graphql_urls(&servers);
     let http = reqwest::Client::new();
     let owner = JwtKeys::new(SECRET.as_bytes()).mint(
         "bench-owner",
@@ -38,28 +34,8 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     )?;
     let mut projects = Vec::new();
     for p in 0..project_count {
-        let project = gql(
-            &http,
-            &url(0),
-            &owner,
-            "mutation($n: String!) { createProject(input: {name: $n}) { id } }",
-            json!({ "n": format!("p{p}") }),
-        )
-        .await?["createProject"]["id"]
-            .as_str()
-            .context("project id")?
-            .to_owned();
-        let task = gql(
-            &http,
-            &url(0),
-            &owner,
-            "mutation($p: ID!) { createTask(input: {projectId: $p, title: \"t\"}) { id } }",
-            json!({ "p": project }),
-        )
-        .await?["createTask"]["id"]
-            .as_str()
-            .context("task id")?
-            .to_owned();
+        let (project, task, _) =
+            project_with_task(&http, &urls[0], &owner, &format!("p{p}")).await?;
         projects.push((project, task));
     }
     let per_project = (args.subscribers / project_count).max(1);
@@ -142,7 +118,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         }
         let (http, url, owner, task) = (
             http.clone(),
-            url(through),
+            urls[through].clone(),
             owner.clone(),
             projects[p].1.clone(),
         );

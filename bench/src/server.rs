@@ -50,16 +50,8 @@ pub async fn gql(
     Ok(response["data"].clone())
 }
 
-pub fn spawn_server(
-    bin: &PathBuf,
-    database_url: &str,
-    redis: Option<&str>,
-) -> anyhow::Result<Server> {
-    spawn_server_with(bin, database_url, redis, &[])
-}
-
-/// Like [`spawn_server`], with more environment settings.
-pub fn spawn_server_with(
+/// Starts one server on a free port with the bench's settings and `env` on top.
+fn spawn_server_with(
     bin: &PathBuf,
     database_url: &str,
     redis: Option<&str>,
@@ -92,7 +84,7 @@ pub fn spawn_server_with(
     Ok(Server { child, port })
 }
 
-pub async fn wait_healthy(port: u16) -> anyhow::Result<()> {
+async fn wait_healthy(port: u16) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{port}/healthz");
     for _ in 0..200 {
         if reqwest::get(&url)
@@ -159,4 +151,66 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_default()
+}
+
+/// Starts `count` servers one at a time (the first migrates), each answering before the
+/// next starts.
+pub async fn spawn_servers(
+    bin: &PathBuf,
+    database_url: &str,
+    redis: Option<&str>,
+    env: &[(&str, &str)],
+    count: usize,
+) -> anyhow::Result<Vec<Server>> {
+    let mut servers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let server = spawn_server_with(bin, database_url, redis, env)?;
+        wait_healthy(server.port).await?;
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
+/// Each server's `/graphql` URL.
+pub fn graphql_urls(servers: &[Server]) -> Vec<String> {
+    servers
+        .iter()
+        .map(|s| format!("http://127.0.0.1:{}/graphql", s.port))
+        .collect()
+}
+
+/// A new project named `name` with one task: (project id, task id, task version).
+pub async fn project_with_task(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    name: &str,
+) -> anyhow::Result<(String, String, i64)> {
+    let project = gql(
+        http,
+        url,
+        token,
+        "mutation($n: String!) { createProject(input: {name: $n}) { id } }",
+        json!({ "n": name }),
+    )
+    .await?["createProject"]["id"]
+        .as_str()
+        .context("project id")?
+        .to_owned();
+    let task = gql(
+        http,
+        url,
+        token,
+        "mutation($p: ID!) { createTask(input: {projectId: $p, title: \"t\"}) { id version } }",
+        json!({ "p": project }),
+    )
+    .await?;
+    let id = task["createTask"]["id"]
+        .as_str()
+        .context("task id")?
+        .to_owned();
+    let version = task["createTask"]["version"]
+        .as_i64()
+        .context("task version")?;
+    Ok((project, id, version))
 }

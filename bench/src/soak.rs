@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tasknest::auth::JwtKeys;
 
-use crate::server::{Server, gql, rss_kib, spawn_server, wait_healthy};
-use crate::stats::{ms, percentile};
+use crate::server::{Server, gql, graphql_urls, rss_kib, spawn_servers};
+use crate::stats::summary;
 use crate::{Args, SECRET, raw};
 
 const SUBSCRIPTION: &str =
@@ -60,15 +60,8 @@ impl Tally {
 /// Runs the soak with `args.users` users for `args.duration`.
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
     let redis = (args.servers > 1).then_some(args.redis_url.as_str());
-    let mut servers: Vec<Server> = Vec::new();
-    for _ in 0..args.servers {
-        servers.push(spawn_server(bin, database_url, redis)?);
-        wait_healthy(servers.last().context("server")?.port).await?;
-    }
-    let urls: Vec<String> = servers
-        .iter()
-        .map(|s| format!("http://127.0.0.1:{}/graphql", s.port))
-        .collect();
+    let servers: Vec<Server> = spawn_servers(bin, database_url, redis, &[], args.servers).await?;
+    let urls = graphql_urls(&servers);
     let http = reqwest::Client::new();
     let keys = JwtKeys::new(SECRET.as_bytes());
     let hour = Duration::from_secs(3600);
@@ -296,13 +289,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         PER_PROJECT
     );
     for (label, samples) in [("queries", &queries), ("mutations", &mutations)] {
-        println!(
-            "latency {label}: p50={} p95={} p99={} max={}",
-            ms(percentile(samples, 50.0)),
-            ms(percentile(samples, 95.0)),
-            ms(percentile(samples, 99.0)),
-            ms(samples.last().copied().unwrap_or_default())
-        );
+        println!("latency {label}: {}", summary(samples));
     }
     for (i, (warm, end)) in rss_warm.iter().zip(&rss_end).enumerate() {
         println!(

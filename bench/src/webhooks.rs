@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use serde_json::{Value, json};
 use tasknest::auth::JwtKeys;
 
-use crate::server::{gql, spawn_server_with, wait_healthy};
+use crate::server::{gql, graphql_urls, project_with_task, spawn_servers};
 use crate::stats::{ms, percentile};
 use crate::{Args, SECRET};
 
@@ -30,11 +30,7 @@ type Arrivals = Arc<Mutex<HashMap<String, Vec<u64>>>>;
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
     let redis = (args.servers > 1).then_some(args.redis_url.as_str());
     let env = [("TASKNEST_WEBHOOK_ALLOW_PRIVATE", "true")];
-    let mut servers = Vec::new();
-    for _ in 0..args.servers {
-        servers.push(spawn_server_with(bin, database_url, redis, &env)?);
-        wait_healthy(servers.last().context("server")?.port).await?;
-    }
+    let servers = spawn_servers(bin, database_url, redis, &env, args.servers).await?;
     let http = reqwest::Client::new();
     let owner = JwtKeys::new(SECRET.as_bytes()).mint(
         "bench-owner",
@@ -42,32 +38,8 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         None,
         Duration::from_secs(3600),
     )?;
-    let urls: Vec<String> = servers
-        .iter()
-        .map(|s| format!("http://127.0.0.1:{}/graphql", s.port))
-        .collect();
-    let project = gql(
-        &http,
-        &urls[0],
-        &owner,
-        "mutation { createProject(input: {name: \"webhooks\"}) { id } }",
-        json!({}),
-    )
-    .await?["createProject"]["id"]
-        .as_str()
-        .context("project id")?
-        .to_owned();
-    let task = gql(
-        &http,
-        &urls[0],
-        &owner,
-        "mutation($p: ID!) { createTask(input: {projectId: $p, title: \"t\"}) { id } }",
-        json!({ "p": project }),
-    )
-    .await?["createTask"]["id"]
-        .as_str()
-        .context("task id")?
-        .to_owned();
+    let urls = graphql_urls(&servers);
+    let (project, task, _) = project_with_task(&http, &urls[0], &owner, "webhooks").await?;
     println!(
         "servers={} endpoints={ENDPOINTS} events={EVENTS} rate={}/s database={}",
         servers.len(),

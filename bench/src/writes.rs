@@ -6,27 +6,19 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::json;
 use tasknest::auth::JwtKeys;
 
-use crate::server::{cpu_ticks, gql, spawn_server, wait_healthy};
-use crate::stats::{ms, percentile};
+use crate::server::{cpu_ticks, gql, graphql_urls, project_with_task, spawn_servers};
+use crate::stats::summary;
 use crate::{Args, SECRET};
 
 const UPDATE: &str = "mutation($id: ID!, $v: Int!, $p: Float!, $c: String!) { updateTask(id: $id, baseVersion: $v, patch: {position: $p}, clientMutationId: $c) { ... on TaskUpdated { task { version } } } }";
 
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
     let redis = (args.servers > 1).then_some(args.redis_url.as_str());
-    let mut servers = Vec::new();
-    for _ in 0..args.servers {
-        servers.push(spawn_server(bin, database_url, redis)?);
-        wait_healthy(servers.last().context("server")?.port).await?;
-    }
-    let urls: Vec<String> = servers
-        .iter()
-        .map(|s| format!("http://127.0.0.1:{}/graphql", s.port))
-        .collect();
+    let servers = spawn_servers(bin, database_url, redis, &[], args.servers).await?;
+    let urls = graphql_urls(&servers);
     let http = reqwest::Client::new();
     let owner = JwtKeys::new(SECRET.as_bytes()).mint(
         "bench-owner",
@@ -37,32 +29,9 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let project_count = args.projects.unwrap_or(100).max(1);
     let mut tasks = Vec::new();
     for p in 0..project_count {
-        let project = gql(
-            &http,
-            &urls[0],
-            &owner,
-            "mutation($n: String!) { createProject(input: {name: $n}) { id } }",
-            json!({ "n": format!("p{p}") }),
-        )
-        .await?["createProject"]["id"]
-            .as_str()
-            .context("project id")?
-            .to_owned();
-        let task = gql(
-            &http,
-            &urls[0],
-            &owner,
-            "mutation($p: ID!) { createTask(input: {projectId: $p, title: \"t\"}) { id version } }",
-            json!({ "p": project }),
-        )
-        .await?;
-        tasks.push((
-            task["createTask"]["id"]
-                .as_str()
-                .context("task id")?
-                .to_owned(),
-            task["createTask"]["version"].as_i64().context("version")?,
-        ));
+        let (_, task, version) =
+            project_with_task(&http, &urls[0], &owner, &format!("p{p}")).await?;
+        tasks.push((task, version));
     }
     let writers = args.writers.max(1);
     println!(
@@ -131,13 +100,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         all.len(),
         all.len() as f64 / elapsed.as_secs_f64()
     );
-    println!(
-        "latency: p50={} p95={} p99={} max={}",
-        ms(percentile(&all, 50.0)),
-        ms(percentile(&all, 95.0)),
-        ms(percentile(&all, 99.0)),
-        ms(all.last().copied().unwrap_or_default())
-    );
+    println!("latency: {}", summary(&all));
     println!(
         "server CPU: {:.2} s, {:.0} µs per mutation",
         cpu_used as f64 / 100.0,
