@@ -8,23 +8,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use tasknest::auth::JwtKeys;
 
-use crate::server::{cpu_ticks, gql, graphql_urls, project_with_task, rss_kib, spawn_servers};
+use crate::server::{
+    cpu_ticks, gql, graphql_urls, owner_token, project_with_task, rss_kib, spawn_servers,
+};
 use crate::stats::{ms, percentile, summary};
-use crate::{Args, SECRET, Transport, raw, raw_sse};
+use crate::{Args, Transport, raw, raw_sse};
 
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
     let redis = (args.servers > 1 || !args.idle).then_some(args.redis_url.as_str());
     let servers = spawn_servers(bin, database_url, redis, &[], args.servers).await?;
     let http = reqwest::Client::new();
-    let keys = JwtKeys::new(SECRET.as_bytes());
-    let owner = keys.mint(
-        "bench-owner",
-        "Bench Owner",
-        None,
-        Duration::from_secs(3600),
-    )?;
+    let owner = owner_token()?;
     let base = graphql_urls(&servers).swap_remove(0);
     let (project, task, _) = project_with_task(&http, &base, &owner, "bench").await?;
 
@@ -74,12 +69,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let semaphore = Arc::new(tokio::sync::Semaphore::new(200));
     let mut readers = Vec::new();
     let mut all_samples = Vec::new();
-    let token = keys.mint(
-        "bench-owner",
-        "Bench Owner",
-        None,
-        Duration::from_secs(3600),
-    )?;
+    let token = owner.clone();
     for i in 0..args.subscribers {
         let port = servers[i % servers.len()].port;
         let permit = semaphore.clone().acquire_owned().await?;

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use tasknest::auth::JwtKeys;
 
-use crate::server::{gql, graphql_urls, project_with_task, spawn_servers};
-use crate::{Args, SECRET, raw};
+use crate::server::{gql, graphql_urls, owner_token, project_with_task, spawn_servers};
+use crate::{Args, raw};
 
 const UPDATE: &str =
     "mutation($id: ID!, $p: Float!) { updateTask(id: $id, patch: {position: $p}) { __typename } }";
@@ -26,12 +25,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let servers = spawn_servers(bin, database_url, Some(&args.redis_url), &[], instances).await?;
     let urls = graphql_urls(&servers);
     let http = reqwest::Client::new();
-    let owner = JwtKeys::new(SECRET.as_bytes()).mint(
-        "bench-owner",
-        "Bench Owner",
-        None,
-        Duration::from_secs(3600),
-    )?;
+    let owner = owner_token()?;
     let mut projects = Vec::new();
     for p in 0..project_count {
         let (project, task, _) =

@@ -214,3 +214,13 @@ pub async fn project_with_task(
         .context("task version")?;
     Ok((project, id, version))
 }
+
+/// A session token for the bench's project owner, valid for an hour.
+pub fn owner_token() -> anyhow::Result<String> {
+    tasknest::auth::JwtKeys::new(SECRET.as_bytes()).mint(
+        "bench-owner",
+        "Bench Owner",
+        None,
+        Duration::from_secs(3600),
+    )
+}

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use axum::body::Bytes;
 use serde_json::{Value, json};
-use tasknest::auth::JwtKeys;
 
-use crate::server::{gql, graphql_urls, project_with_task, spawn_servers};
+use crate::Args;
+use crate::server::{gql, graphql_urls, owner_token, project_with_task, spawn_servers};
 use crate::stats::{ms, percentile};
-use crate::{Args, SECRET};
 
 const ENDPOINTS: usize = 10;
 const EVENTS: usize = 1000;
@@ -32,12 +31,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let env = [("TASKNEST_WEBHOOK_ALLOW_PRIVATE", "true")];
     let servers = spawn_servers(bin, database_url, redis, &env, args.servers).await?;
     let http = reqwest::Client::new();
-    let owner = JwtKeys::new(SECRET.as_bytes()).mint(
-        "bench-owner",
-        "Bench Owner",
-        None,
-        Duration::from_secs(3600),
-    )?;
+    let owner = owner_token()?;
     let urls = graphql_urls(&servers);
     let (project, task, _) = project_with_task(&http, &urls[0], &owner, "webhooks").await?;
     println!(

@@ -4,14 +4,13 @@
 //! and latency percentiles; no subscribers, so this is the write path alone.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
-use tasknest::auth::JwtKeys;
 
-use crate::server::{cpu_ticks, gql, graphql_urls, project_with_task, spawn_servers};
+use crate::Args;
+use crate::server::{cpu_ticks, gql, graphql_urls, owner_token, project_with_task, spawn_servers};
 use crate::stats::summary;
-use crate::{Args, SECRET};
 
 const UPDATE: &str = "mutation($id: ID!, $v: Int!, $p: Float!, $c: String!) { updateTask(id: $id, baseVersion: $v, patch: {position: $p}, clientMutationId: $c) { ... on TaskUpdated { task { version } } } }";
 
@@ -20,12 +19,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let servers = spawn_servers(bin, database_url, redis, &[], args.servers).await?;
     let urls = graphql_urls(&servers);
     let http = reqwest::Client::new();
-    let owner = JwtKeys::new(SECRET.as_bytes()).mint(
-        "bench-owner",
-        "Bench Owner",
-        None,
-        Duration::from_secs(3600),
-    )?;
+    let owner = owner_token()?;
     let project_count = args.projects.unwrap_or(100).max(1);
     let mut tasks = Vec::new();
     for p in 0..project_count {
