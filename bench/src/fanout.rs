@@ -165,14 +165,21 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         in_flight.push(tokio::spawn(async move {
             sent[n].store(clock.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let vars = json!({ "id": task, "p": n as f64, "c": format!("m{n}") });
+            let asked = Instant::now();
             if gql(&http, &url, &owner, UPDATE, vars).await.is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
+            // How long the writer waited for its answer, whatever the fan-out is doing.
+            asked.elapsed().as_nanos() as u64
         }));
     }
+    let mut answers = Vec::with_capacity(in_flight.len());
     for handle in in_flight {
-        let _ = handle.await;
+        if let Ok(answered) = handle.await {
+            answers.push(answered);
+        }
     }
+    answers.sort_unstable();
     let want = expected_events * args.subscribers;
     let deadline = Instant::now() + Duration::from_secs(30);
     while delivered.load(Ordering::Relaxed) < want && Instant::now() < deadline {
@@ -211,6 +218,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         elapsed
     );
     println!("latency mutation→event (all deliveries): {}", summary(&all));
+    println!("mutation answer (HTTP round trip): {}", summary(&answers));
     println!(
         "fan-out spread (first→last subscriber per event): p50={} p99={} max={}",
         ms(percentile(&spreads, 50.0)),
