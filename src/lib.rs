@@ -161,7 +161,7 @@ impl Application {
         let announce: Vec<Arc<dyn Announce>> = vec![Arc::new(realtime.clone()), webhooks.clone()];
         let state = AppState {
             config: Arc::new(config.clone()),
-            events: EventLog::new(db.clone(), Arc::new(announce)),
+            events: EventLog::new(db.clone(), Arc::new(announce), db_stats.clone()),
             db,
             verifier,
             api_tokens,

@@ -69,10 +69,12 @@ impl AppState {
     }
 }
 
-/// Counters fed by the database connection's metric callback.
+/// Counters of the database work done: statements (fed by the connection's metric
+/// callback) and log transactions (each costs two more round trips, `BEGIN` and `COMMIT`).
 #[derive(Debug, Default)]
 pub struct DbStats {
     statements: AtomicU64,
+    transactions: AtomicU64,
 }
 
 impl DbStats {
@@ -84,5 +86,16 @@ impl DbStats {
     /// Statements run since start.
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Called once per transaction begun by the event log.
+    pub fn record_transaction(&self) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Round trips to the database since start: every statement, and `BEGIN` and the
+    /// `COMMIT` or `ROLLBACK` of every log transaction.
+    pub fn round_trips(&self) -> u64 {
+        self.statements() + 2 * self.transactions.load(Ordering::Relaxed)
     }
 }

@@ -193,13 +193,16 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     // Latency per delivery: receive time (kept as the per-event spread) minus send time.
     let got = delivered.load(Ordering::Relaxed);
     let mut spreads = Vec::new();
+    let mut firsts = Vec::new();
     for n in 1..=expected_events {
         let first = first_seen[n].load(Ordering::Relaxed);
         let last = last_seen[n].load(Ordering::Relaxed);
         if first != u64::MAX {
             spreads.push(last.saturating_sub(first));
+            firsts.push(first.saturating_sub(sent[n].load(Ordering::Relaxed)));
         }
     }
+    firsts.sort_unstable();
     let mut all: Vec<u64> = Vec::with_capacity(want);
     for samples in &all_samples {
         if let Ok(samples) = samples.lock() {
@@ -218,6 +221,10 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         elapsed
     );
     println!("latency mutation→event (all deliveries): {}", summary(&all));
+    println!(
+        "first delivery per event (mutation→first subscriber): {}",
+        summary(&firsts)
+    );
     println!("mutation answer (HTTP round trip): {}", summary(&answers));
     println!(
         "fan-out spread (first→last subscriber per event): p50={} p99={} max={}",

@@ -14,6 +14,7 @@ mod m20261127_000006_create_mutation_receipts;
 mod m20261201_000007_create_api_tokens;
 mod m20261201_000008_add_event_actor_via;
 mod m20261202_000009_create_webhooks;
+mod m20261202_000010_task_write_functions;
 
 /// Applies TaskNest's migrations in order.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_create_api_tokens::Migration),
             Box::new(m20261201_000008_add_event_actor_via::Migration),
             Box::new(m20261202_000009_create_webhooks::Migration),
+            Box::new(m20261202_000010_task_write_functions::Migration),
         ]
     }
 }

@@ -5,11 +5,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Statement,
+    TransactionTrait,
+};
 use uuid::Uuid;
 
 use super::log::{self, NewEvent, SeqLock};
 use crate::entities::events;
+use crate::state::DbStats;
 
 /// Where committed events are announced (the realtime side: local rooms and the bus).
 pub trait Announce: Send + Sync + 'static {
@@ -34,12 +38,17 @@ impl Announce for Vec<Arc<dyn Announce>> {
 pub struct EventLog {
     db: DatabaseConnection,
     announce: Arc<dyn Announce>,
+    stats: Arc<DbStats>,
 }
 
 impl EventLog {
-    /// A writer on `db` announcing to `announce`.
-    pub fn new(db: DatabaseConnection, announce: Arc<dyn Announce>) -> Self {
-        Self { db, announce }
+    /// A writer on `db` announcing to `announce`, counting its transactions in `stats`.
+    pub fn new(db: DatabaseConnection, announce: Arc<dyn Announce>, stats: Arc<DbStats>) -> Self {
+        Self {
+            db,
+            announce,
+            stats,
+        }
     }
 
     /// The database, for reads outside a write.
@@ -49,11 +58,32 @@ impl EventLog {
 
     /// Begins a transaction that may append to the log.
     pub async fn begin(&self) -> Result<LogTxn, DbErr> {
+        self.stats.record_transaction();
         Ok(LogTxn {
             txn: self.db.begin().await?,
             announce: self.announce.clone(),
             appended: Mutex::new(Vec::new()),
         })
+    }
+}
+
+impl EventLog {
+    /// Runs `call`: one statement that takes the log lock, appends at most one event and
+    /// commits on its own (a server-side write function called outside any transaction;
+    /// PostgreSQL only). By the time its answer is read its transaction has committed, so
+    /// the event it returns is announced here. `None`: it appended nothing.
+    pub async fn append_in_one_statement(
+        &self,
+        call: Statement,
+    ) -> Result<Option<events::Model>, DbErr> {
+        let row = events::Entity::find()
+            .from_raw_sql(call)
+            .one(&self.db)
+            .await?;
+        if let Some(row) = &row {
+            self.announce.committed(row.clone());
+        }
+        Ok(row)
     }
 }
 
@@ -238,7 +268,7 @@ mod tests {
     async fn events_are_announced_only_once_their_transaction_committed() {
         let (_dir, db, project) = database().await;
         let announced = Arc::new(Announced::default());
-        let log = EventLog::new(db.clone(), announced.clone());
+        let log = EventLog::new(db.clone(), announced.clone(), Default::default());
 
         let txn = one_event(&log, project).await;
         assert!(announced.seqs().is_empty(), "nothing before the commit");
@@ -251,7 +281,7 @@ mod tests {
     async fn a_transaction_dropped_or_rolled_back_announces_nothing_and_gives_its_seq_back() {
         let (_dir, db, project) = database().await;
         let announced = Arc::new(Announced::default());
-        let log = EventLog::new(db.clone(), announced.clone());
+        let log = EventLog::new(db.clone(), announced.clone(), Default::default());
         {
             let _txn = one_event(&log, project).await;
             // Dropped: an early return or a `?` in a service.

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -45,6 +46,8 @@ const FLOOD_PER_SECOND: u32 = 100;
 /// Outgoing messages queued per connection before subscriptions wait (and, if they wait
 /// too long, catch up from the log).
 const OUTGOING_QUEUE: usize = 256;
+/// Most messages written before one flush.
+const WRITE_BATCH: usize = 64;
 
 /// Timing of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -155,18 +158,11 @@ impl Connection {
                         break Close(1000, "");
                     }
                 }
-                Some(out) = self.outgoing_rx.recv() => match out {
-                    Outgoing::Text(text) => {
-                        if socket.send(Message::Text(text.into())).await.is_err() {
-                            break Close(1000, "");
-                        }
+                Some(out) = self.outgoing_rx.recv() => {
+                    if self.write_pending(socket, out).await.is_err() {
+                        break Close(1000, "");
                     }
-                    Outgoing::Finished(id) => {
-                        if self.subscriptions.get(&id).is_some_and(JoinHandle::is_finished) {
-                            self.subscriptions.remove(&id);
-                        }
-                    }
-                },
+                }
                 incoming = socket.recv() => {
                     let message = match incoming {
                         Some(Ok(message)) => message,
@@ -302,6 +298,40 @@ impl Connection {
             return Err(Close(4500, "Internal error"));
         }
         Ok(viewer)
+    }
+
+    /// Writes `first` and whatever else is already queued, then flushes once: a burst (an
+    /// event for several subscriptions, a connection catching up) costs one system call
+    /// rather than one per message.
+    async fn write_pending(
+        &mut self,
+        socket: &mut WebSocket,
+        first: Outgoing,
+    ) -> Result<(), axum::Error> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Text(text) => {
+                    socket.feed(Message::Text(text.into())).await?;
+                    written += 1;
+                }
+                Outgoing::Finished(id) => {
+                    if self
+                        .subscriptions
+                        .get(&id)
+                        .is_some_and(JoinHandle::is_finished)
+                    {
+                        self.subscriptions.remove(&id);
+                    }
+                }
+            }
+            // Bounded, so a connection that always has more to send still reads its socket.
+            if written < WRITE_BATCH {
+                next = self.outgoing_rx.try_recv().ok();
+            }
+        }
+        socket.flush().await
     }
 
     /// Whether this connection started more operations in the last second than any client

@@ -2,6 +2,9 @@
 //! delete. Each takes the project's log lock first, so every check below it sees the state
 //! its write will replace, and a retry with the same `clientMutationId` finds the first
 //! answer's receipt.
+//!
+//! On PostgreSQL the common case of each is first tried in one round trip (`one_trip`);
+//! what it leaves to the general path is done here.
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, Set};
@@ -20,6 +23,7 @@ use crate::events::log::{self, NewEvent};
 use crate::events::txn::EventLog;
 use crate::idempotency;
 
+mod one_trip;
 mod steps;
 
 use steps::{
@@ -46,9 +50,25 @@ pub async fn create(
     let client_mutation_id =
         crate::validate::client_mutation_id("input.clientMutationId", input.client_mutation_id)?;
 
+    let operation = format!("createTask:{}", input.project_id);
+    if one_trip::available(log) {
+        let creation = one_trip::Creation {
+            project_id: input.project_id,
+            title: &title,
+            description: &description,
+            status: input.status.unwrap_or(TaskStatus::Todo),
+            position,
+            priority,
+            due_at: input.due_at,
+            assignee_id: input.assignee_id.as_deref(),
+        };
+        let cmid = client_mutation_id.as_deref();
+        if let Some(task) = one_trip::create(log, viewer, creation, cmid, &operation).await? {
+            return Ok(task);
+        }
+    }
     let txn = log.begin().await?;
     let lock = lock_for_write(&txn, input.project_id, viewer, "project").await?;
-    let operation = format!("createTask:{}", input.project_id);
     if let Some(first) = replayed(&txn, viewer, client_mutation_id.as_deref(), &operation).await? {
         return Ok(first);
     }
@@ -105,6 +125,13 @@ pub async fn update(
     let client_mutation_id =
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
     let operation = format!("updateTask:{id}");
+    if one_trip::available(log) {
+        let cmid = client_mutation_id.as_deref();
+        let fast = one_trip::update(log, viewer, id, &patch, base_version, cmid, &operation);
+        if let Some(outcome) = fast.await? {
+            return Ok(outcome);
+        }
+    }
     let answer = apply_update(
         log,
         viewer,
@@ -215,6 +242,13 @@ pub async fn delete(
     let client_mutation_id =
         crate::validate::client_mutation_id("clientMutationId", client_mutation_id)?;
     let operation = format!("deleteTask:{id}");
+    if one_trip::available(log) {
+        let cmid = client_mutation_id.as_deref();
+        let fast = one_trip::delete(log, viewer, id, base_version, cmid, &operation);
+        if let Some(outcome) = fast.await? {
+            return Ok(outcome);
+        }
+    }
     let answer = apply_delete(
         log,
         viewer,
