@@ -173,6 +173,69 @@ async fn a_connection_may_run_only_so_many_operations_at_once() {
 }
 
 #[tokio::test]
+async fn an_id_is_free_again_as_soon_as_its_complete_arrives() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let mut ws = app.ws(&alice).await;
+    for round in 0..20 {
+        ws.subscribe("q", "{ me { name } }", json!({})).await;
+        let result = ws.next().await.expect("a result");
+        assert_eq!(result["type"], "next", "round {round}: {result}");
+        assert_eq!(result["payload"]["data"]["me"]["name"], "Alice");
+        let complete = ws.next().await.expect("complete");
+        assert_eq!(
+            complete,
+            json!({ "type": "complete", "id": "q" }),
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_subscription_on_a_connection_gets_each_event_once_in_order() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let mut ws = app.ws(&alice).await;
+    let ids = ["a", "b", "c", "d", "e"];
+    for id in ids {
+        ws.subscribe(id, EVENTS, json!({ "p": project })).await;
+    }
+    // Live subscriptions start from now: one warm-up event each must arrive first.
+    let mut warmed = std::collections::HashSet::new();
+    let mut titles = std::collections::HashMap::<String, Vec<String>>::new();
+    let mut n = 0;
+    while warmed.len() < ids.len() {
+        n += 1;
+        app.create_task(&alice, &project, &format!("warm {n}"))
+            .await;
+        while let Some(event) = ws.next_event_or_nothing().await {
+            warmed.insert(event["id"].as_str().expect("id").to_owned());
+        }
+    }
+    for i in 0..10 {
+        app.create_task(&alice, &project, &format!("t{i}")).await;
+    }
+    while titles.values().map(Vec::len).sum::<usize>() < ids.len() * 10 {
+        let event = ws.next().await.expect("an event");
+        let title = event["payload"]["data"]["projectEvents"]["task"]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if title.starts_with('t') {
+            titles
+                .entry(event["id"].as_str().expect("id").to_owned())
+                .or_default()
+                .push(title);
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    for id in ids {
+        assert_eq!(titles[id], expected, "subscription {id}");
+    }
+}
+
+#[tokio::test]
 async fn a_user_over_the_connection_limit_is_closed_with_4429_and_others_are_not() {
     let app = spawn_app_with(|c| c.max_connections_per_user = 2).await;
     let alice = app.token("alice");

@@ -56,10 +56,3 @@ pub(super) struct OperationPayload {
     #[serde(default)]
     pub(super) extensions: Option<HashMap<String, Value>>,
 }
-
-/// What subscription tasks hand to the connection.
-pub(super) enum Outgoing {
-    Text(String),
-    /// The subscription `id` ended on its own.
-    Finished(String),
-}

@@ -11,15 +11,13 @@
 //! or operation starts, 4500 the server could not set the connection up (its cause is
 //! logged), 1001 shutdown.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_stream::StreamMap;
 use tracing::Instrument;
 
 use crate::auth::tokens::{self, TokenWatch};
@@ -29,8 +27,8 @@ use super::HttpState;
 use super::payload::Payload;
 use crate::error::AppError;
 use connections::ConnectionSlot;
-use messages::ClientMessage;
-use messages::{Outgoing, Protocol};
+use messages::{ClientMessage, Protocol};
+use operation::{Frame, Operation};
 
 pub mod connections;
 mod messages;
@@ -43,9 +41,6 @@ pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 const MAX_MESSAGE: usize = 64 * 1024;
 /// Operation starts per second above which a connection is closed with 4429.
 const FLOOD_PER_SECOND: u32 = 100;
-/// Outgoing messages queued per connection before subscriptions wait (and, if they wait
-/// too long, catch up from the log).
-const OUTGOING_QUEUE: usize = 256;
 /// Most messages written before one flush.
 const WRITE_BATCH: usize = 64;
 
@@ -98,14 +93,14 @@ struct Connection {
     _slot: Option<ConnectionSlot>,
     /// The upgrade request's `x-request-id`, carried by every operation's span.
     request_id: String,
-    subscriptions: HashMap<String, JoinHandle<()>>,
-    outgoing_tx: mpsc::Sender<Outgoing>,
-    outgoing_rx: mpsc::Receiver<Outgoing>,
+    /// The running operations by id, polled by this connection's task. While the socket
+    /// cannot take more, they are not polled: a shared subscription then falls behind its
+    /// group and catches up from the log.
+    operations: StreamMap<String, Operation>,
 }
 
 impl Connection {
     fn new(state: HttpState, protocol: Protocol, request_id: String) -> Self {
-        let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         let settings = state.ws;
         let max_subscriptions = state.app.config.max_subscriptions as usize;
         Self {
@@ -119,9 +114,7 @@ impl Connection {
             token: None,
             _slot: None,
             request_id,
-            subscriptions: HashMap::new(),
-            outgoing_tx,
-            outgoing_rx,
+            operations: StreamMap::new(),
         }
     }
 
@@ -158,8 +151,8 @@ impl Connection {
                         break Close(1000, "");
                     }
                 }
-                Some(out) = self.outgoing_rx.recv() => {
-                    if self.write_pending(socket, out).await.is_err() {
+                Some((id, frame)) = self.operations.next(), if !self.operations.is_empty() => {
+                    if self.write_ready(socket, id, frame).await.is_err() {
                         break Close(1000, "");
                     }
                 }
@@ -189,9 +182,8 @@ impl Connection {
                 }
             }
         };
-        for (_, task) in self.subscriptions.drain() {
-            task.abort();
-        }
+        // Dropping the operations stops them (and leaves their shared groups).
+        self.operations = StreamMap::new();
         Box::pin(close_handshake(socket, close)).await;
     }
 
@@ -238,11 +230,7 @@ impl Connection {
                 let Some(viewer) = self.viewer.clone() else {
                     return Err(Close(4401, "Unauthorized"));
                 };
-                if self
-                    .subscriptions
-                    .get(&id)
-                    .is_some_and(|task| !task.is_finished())
-                {
+                if self.operations.contains_key(&id) {
                     return Err(Close(4409, "Subscriber for this id already exists"));
                 }
                 if self.flooding() {
@@ -251,19 +239,16 @@ impl Connection {
                 if let Err(limited) = self.state.app.rate_limiter.check(&viewer.rate_key()).await {
                     return refuse(socket, &id, limited).await.map(|()| None);
                 }
-                self.subscriptions.retain(|_, task| !task.is_finished());
-                if self.subscriptions.len() >= self.max_subscriptions {
+                if self.operations.len() >= self.max_subscriptions {
                     let error = AppError::TooMany("too many operations on this connection");
                     return refuse(socket, &id, error).await.map(|()| None);
                 }
-                let task = self.start(id.clone(), payload, viewer);
-                self.subscriptions.insert(id, task);
+                let operation = self.start(&id, payload, viewer);
+                self.operations.insert(id, operation);
                 Ok(None)
             }
             ClientMessage::Complete { id } | ClientMessage::Stop { id } => {
-                if let Some(task) = self.subscriptions.remove(&id) {
-                    task.abort();
-                }
+                self.operations.remove(&id);
                 Ok(None)
             }
             ClientMessage::ConnectionTerminate {} => Err(Close(1000, "")),
@@ -300,35 +285,29 @@ impl Connection {
         Ok(viewer)
     }
 
-    /// Writes `first` and whatever else is already queued, then flushes once: a burst (an
-    /// event for several subscriptions, a connection catching up) costs one system call
-    /// rather than one per message.
-    async fn write_pending(
+    /// Writes the frame of operation `id`, and the frames of any operation that already has
+    /// one ready, then flushes once: an event for several subscriptions, or a connection
+    /// catching up, costs one system call rather than one per message.
+    async fn write_ready(
         &mut self,
         socket: &mut WebSocket,
-        first: Outgoing,
+        id: String,
+        frame: Frame,
     ) -> Result<(), axum::Error> {
-        let mut next = Some(first);
+        let mut next = Some((id, frame));
         let mut written = 0;
-        while let Some(out) = next.take() {
-            match out {
-                Outgoing::Text(text) => {
-                    socket.feed(Message::Text(text.into())).await?;
-                    written += 1;
-                }
-                Outgoing::Finished(id) => {
-                    if self
-                        .subscriptions
-                        .get(&id)
-                        .is_some_and(JoinHandle::is_finished)
-                    {
-                        self.subscriptions.remove(&id);
-                    }
-                }
+        while let Some((id, frame)) = next.take() {
+            if frame.last {
+                // Over once written: the client may reuse the id as soon as it reads this.
+                self.operations.remove(&id);
             }
+            socket.feed(Message::Text(frame.text.into())).await?;
+            written += 1;
             // Bounded, so a connection that always has more to send still reads its socket.
+            // Polling without waiting is safe: the connection's loop polls the operations
+            // again with its own waker before it sleeps.
             if written < WRITE_BATCH {
-                next = self.outgoing_rx.try_recv().ok();
+                next = self.operations.next().now_or_never().flatten();
             }
         }
         socket.flush().await

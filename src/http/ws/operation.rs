@@ -1,50 +1,68 @@
 //! One operation on a WebSocket: starting it (in a span, counted while it lives), building
 //! its request, and framing its results (shared or its own, see
 //! [`deliveries`](crate::http::deliveries)) as graphql-ws messages.
+//!
+//! An operation is not a task of its own: it is a stream of frames that the connection's
+//! task polls beside its socket. A delivery then wakes one task (the connection's), which
+//! writes it, and the frames of several operations ready together go out in one write.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_graphql::Request;
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tracing::Instrument;
+use sync_wrapper::SyncWrapper;
 
-use super::messages::{OperationPayload, Outgoing, Protocol};
+use super::messages::{OperationPayload, Protocol};
 use crate::auth::{Authentication, Viewer};
 use crate::http::deliveries::{self, Delivery};
 use crate::http::payload::Payload;
 
-impl super::Connection {
-    /// Spawns an operation's task, counted in `active_subscriptions` while it lives.
-    fn spawn_tracked(
-        &self,
-        span: tracing::Span,
-        task: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> JoinHandle<()> {
-        let gauge = self.state.app.metrics.subscriptions.clone();
-        gauge.inc();
-        // Moved into the future, so it is dropped when the operation ends or is stopped,
-        // even before its first poll (the span is entered on drop).
-        let tracked = Tracked(gauge, std::time::Instant::now());
-        tokio::spawn(
-            async move {
-                let _tracked = tracked;
-                tracing::info!("operation started");
-                task.await;
-            }
-            .instrument(span),
-        )
-    }
+/// A message of an operation for the client.
+pub(super) struct Frame {
+    pub(super) text: String,
+    /// The operation's last message (`complete` or `error`): it is over once written.
+    pub(super) last: bool,
+}
 
-    /// Runs one operation, forwarding its results as `next` (or legacy `data`) messages.
-    /// A live `projectEvents` subscription joins a shared execution group instead.
-    pub(super) fn start(
-        &self,
-        id: String,
-        payload: OperationPayload,
-        viewer: Viewer,
-    ) -> JoinHandle<()> {
+/// A running operation: its frames, produced inside its span; counted in
+/// `active_subscriptions` while it lives (finished or stopped, it is dropped).
+pub(super) struct Operation {
+    /// Only ever polled through `&mut`; the wrapper lets the connection, which holds it, be
+    /// borrowed across its other awaits.
+    frames: SyncWrapper<BoxStream<'static, Frame>>,
+    span: tracing::Span,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    started: std::time::Instant,
+}
+
+impl Stream for Operation {
+    type Item = Frame;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.frames.get_mut().poll_next_unpin(cx)
+    }
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        let _entered = self.span.enter();
+        tracing::info!(
+            elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "operation ended"
+        );
+    }
+}
+
+impl super::Connection {
+    /// Starts one operation: its results as `next` (or legacy `data`) messages, then
+    /// `complete`. A live `projectEvents` subscription joins a shared execution group.
+    pub(super) fn start(&self, id: &str, payload: OperationPayload, viewer: Viewer) -> Operation {
         let operation = self
             .state
             .app
@@ -57,34 +75,23 @@ impl super::Connection {
             request_id = %self.request_id,
             subscription = %id,
         );
-        let sink = Sink {
-            outgoing: self.outgoing_tx.clone(),
-            id_json: Value::String(id.clone()).to_string(),
-            id,
-            protocol: self.protocol,
-        };
-        let deliveries = deliveries::run(
-            &self.state,
-            request_of(payload),
-            Authentication::Viewer(viewer),
-            None,
-        );
-        self.spawn_tracked(span, async move {
-            sink.forward(deliveries).await;
-        })
-    }
-}
-
-/// Keeps a gauge up while an operation lives (finished or stopped), and logs its end.
-struct Tracked(prometheus_client::metrics::gauge::Gauge, std::time::Instant);
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.0.dec();
-        tracing::info!(
-            elapsed_ms = self.1.elapsed().as_secs_f64() * 1000.0,
-            "operation ended"
-        );
+        let deliveries = span.in_scope(|| {
+            tracing::info!("operation started");
+            deliveries::run(
+                &self.state,
+                request_of(payload),
+                Authentication::Viewer(viewer),
+                None,
+            )
+        });
+        let gauge = self.state.app.metrics.subscriptions.clone();
+        gauge.inc();
+        Operation {
+            frames: SyncWrapper::new(frames(deliveries, id, self.protocol)),
+            span,
+            gauge,
+            started: std::time::Instant::now(),
+        }
     }
 }
 
@@ -108,69 +115,37 @@ pub(super) fn request_of(payload: OperationPayload) -> Request {
     request
 }
 
-/// Where one operation's messages go.
-pub(super) struct Sink {
-    pub(super) outgoing: mpsc::Sender<Outgoing>,
-    pub(super) id: String,
-    pub(super) id_json: String,
-    pub(super) protocol: Protocol,
-}
-
-impl Sink {
-    /// Sends a payload: a result as `next` (legacy `data`); an error as `error`, which ends
-    /// the operation. False when the connection is gone or the operation ended.
-    async fn next(&self, payload: &Payload) -> bool {
-        match payload {
-            Payload::Result(json) => self.result(json).await,
-            Payload::Errors(errors) => {
-                self.errors(errors).await;
-                false
-            }
-        }
-    }
-
-    async fn result(&self, json: &str) -> bool {
-        let kind = match self.protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        let text = format!(
-            "{{\"type\":\"{kind}\",\"id\":{},\"payload\":{json}}}",
-            self.id_json
-        );
-        self.outgoing.send(Outgoing::Text(text)).await.is_ok()
-    }
-
-    async fn errors(&self, errors: &str) {
-        let text = format!(
-            "{{\"type\":\"error\",\"id\":{},\"payload\":{errors}}}",
-            self.id_json
-        );
-        let _ = self.outgoing.send(Outgoing::Text(text)).await;
-        self.finished().await;
-    }
-
-    /// Sends `complete` and ends.
-    async fn complete(&self) {
-        let text = format!("{{\"type\":\"complete\",\"id\":{}}}", self.id_json);
-        let _ = self.outgoing.send(Outgoing::Text(text)).await;
-        self.finished().await;
-    }
-
-    async fn finished(&self) {
-        let _ = self
-            .outgoing
-            .send(Outgoing::Finished(self.id.clone()))
-            .await;
-    }
-
-    /// Forwards every result of an operation, then `complete`.
-    pub(super) async fn forward(&self, mut deliveries: BoxStream<'static, Delivery>) {
+/// The frames of an operation with `id`: each result as `next` (legacy `data`); an error
+/// as `error`, which ends it; otherwise `complete` once its results end. Only the id differs
+/// between the frames of subscribers sharing an execution: the payload is spliced in as the
+/// bytes it was serialized to.
+fn frames(
+    mut deliveries: BoxStream<'static, Delivery>,
+    id: &str,
+    protocol: Protocol,
+) -> BoxStream<'static, Frame> {
+    let id = Value::String(id.to_owned()).to_string();
+    let kind = match protocol {
+        Protocol::TransportWs => "next",
+        Protocol::Legacy => "data",
+    };
+    async_stream::stream! {
         while let Some(delivery) = deliveries.next().await {
-            if !self.next(&delivery.payload).await {
-                return;
+            match delivery.payload {
+                Payload::Result(json) => yield Frame {
+                    text: format!("{{\"type\":\"{kind}\",\"id\":{id},\"payload\":{json}}}"),
+                    last: false,
+                },
+                Payload::Errors(errors) => {
+                    yield Frame {
+                        text: format!("{{\"type\":\"error\",\"id\":{id},\"payload\":{errors}}}"),
+                        last: true,
+                    };
+                    return;
+                }
             }
         }
-        self.complete().await;
+        yield Frame { text: format!("{{\"type\":\"complete\",\"id\":{id}}}"), last: true };
     }
+    .boxed()
 }
