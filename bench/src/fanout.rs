@@ -15,7 +15,19 @@ use crate::server::{
 use crate::stats::{ms, percentile, summary};
 use crate::{Args, Transport, raw, raw_sse};
 
-pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
+/// What one fan-out run measured (latencies in ns, sorted).
+pub struct Outcome {
+    /// Mutation sent → event received, every delivery.
+    pub deliveries: Vec<u64>,
+    /// Mutation sent → its first subscriber received it, per event.
+    pub first_deliveries: Vec<u64>,
+    /// Mutation sent → its HTTP answer.
+    pub answers: Vec<u64>,
+    /// Server CPU per delivery, µs.
+    pub cpu_per_delivery_us: f64,
+}
+
+pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<Outcome> {
     let redis = (args.servers > 1 || !args.idle).then_some(args.redis_url.as_str());
     let servers = spawn_servers(bin, database_url, redis, &[], args.servers).await?;
     let http = reqwest::Client::new();
@@ -140,7 +152,12 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         );
     }
     if args.idle {
-        return Ok(());
+        return Ok(Outcome {
+            deliveries: Vec::new(),
+            first_deliveries: Vec::new(),
+            answers: Vec::new(),
+            cpu_per_delivery_us: 0.0,
+        });
     }
 
     // Measure: open-loop mutations at the set rate.
@@ -236,12 +253,17 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         "delivered events/s: {:.0}",
         got as f64 / elapsed.as_secs_f64()
     );
+    let cpu_per_delivery_us = cpu_ticks_used as f64 * 10_000.0 / got.max(1) as f64;
     println!(
-        "server CPU: {:.2} s total, {:.1} µs per delivery",
+        "server CPU: {:.2} s total, {cpu_per_delivery_us:.1} µs per delivery",
         cpu_ticks_used as f64 / 100.0,
-        cpu_ticks_used as f64 * 10_000.0 / got.max(1) as f64
     );
-    Ok(())
+    Ok(Outcome {
+        deliveries: all,
+        first_deliveries: firsts,
+        answers,
+        cpu_per_delivery_us,
+    })
 }
 
 const UPDATE: &str = "mutation($id: ID!, $p: Float!, $c: String) { updateTask(id: $id, patch: {position: $p}, clientMutationId: $c) { __typename } }";

@@ -9,6 +9,18 @@ use std::time::Instant;
 
 /// Measures and prints the floor.
 pub fn run(subscribers: usize) -> anyhow::Result<()> {
+    let per_message = per_message()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let fan_out_ms = per_message * subscribers as f64 / 1000.0 / cores as f64;
+    println!("loopback write + read of a 150-byte message: {per_message:.2} µs (one thread)");
+    println!(
+        "=> one event to {subscribers} subscribers needs at least {fan_out_ms:.2} ms of wall time on {cores} cores in syscalls alone"
+    );
+    Ok(())
+}
+
+/// The kernel's cost of one loopback message (write + read), in µs.
+pub fn per_message() -> anyhow::Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let mut client = TcpStream::connect(listener.local_addr()?)?;
     let (mut server, _) = listener.accept()?;
@@ -22,12 +34,5 @@ pub fn run(subscribers: usize) -> anyhow::Result<()> {
         server.write_all(&message)?;
         client.read_exact(&mut buffer)?;
     }
-    let per_message = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let fan_out_ms = per_message * subscribers as f64 / 1000.0 / cores as f64;
-    println!("loopback write + read of a 150-byte message: {per_message:.2} µs (one thread)");
-    println!(
-        "=> one event to {subscribers} subscribers needs at least {fan_out_ms:.2} ms of wall time on {cores} cores in syscalls alone"
-    );
-    Ok(())
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds))
 }

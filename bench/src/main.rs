@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+mod against_floor;
 mod fanout;
 mod floor;
 mod raw;
@@ -37,7 +38,7 @@ pub enum Transport {
     Sse,
 }
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(about = "Subscription latency and memory benchmark for TaskNest")]
 pub struct Args {
     /// TaskNest instances to start (they share the database and Redis).
@@ -89,6 +90,11 @@ pub struct Args {
     /// Only measure the loopback floor (kernel cost of one message) and exit.
     #[arg(long)]
     floor: bool,
+    /// Fan-out against the floor, in one run: the kernel's cost per message, then the
+    /// fan-out at 2, 100 and `--subscribers` subscribers; prints the ratios the targets
+    /// are stated in.
+    #[arg(long)]
+    pub against_floor: bool,
     /// The server binary (default: `tasknest` next to this binary).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
@@ -107,6 +113,10 @@ async fn main() -> anyhow::Result<()> {
             .context("binary directory")?
             .join("tasknest"),
     };
+    if args.against_floor {
+        // A fresh database per phase, made there.
+        return against_floor::run(&args, &bin).await;
+    }
     let (database_url, cleanup) = fresh_database(&args.database_url).await?;
     let result = if args.soak {
         soak::run(&args, &bin, &database_url).await
@@ -117,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     } else if args.webhooks {
         webhooks::run(&args, &bin, &database_url).await
     } else {
-        fanout::run(&args, &bin, &database_url).await
+        fanout::run(&args, &bin, &database_url).await.map(drop)
     };
     if let Some(cleanup) = cleanup {
         cleanup.await;
