@@ -132,6 +132,11 @@ impl Application {
             hub,
             bus,
             metrics: metrics.clone(),
+            runtime: realtime::runtime::start(
+                shutdown.clone(),
+                WS_DRAIN + std::time::Duration::from_secs(1),
+            )
+            .context("cannot start the fan-out runtime")?,
         };
         let webhooks = Webhooks::new(
             WebhookSettings::from_config(&config),

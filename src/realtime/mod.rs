@@ -10,6 +10,7 @@
 pub mod bus;
 pub mod hub;
 pub mod redis_bus;
+pub mod runtime;
 pub mod sequenced;
 pub mod stream;
 
@@ -42,6 +43,8 @@ pub struct Realtime {
     pub bus: Arc<dyn Bus>,
     /// Where events published are counted.
     pub metrics: Arc<Metrics>,
+    /// The fan-out's own runtime (see [`runtime`]), where WebSocket connections run.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// Committed events go to this instance's rooms straight from memory (its subscribers do

@@ -68,10 +68,12 @@ pub fn upgrade(ws: WebSocketUpgrade, state: HttpState, request_id: String) -> Re
     };
     ws.on_upgrade(move |socket| async move {
         let span = tracing::info_span!("websocket", request_id = %request_id);
-        Connection::new(state, protocol, request_id)
+        let runtime = state.app.realtime.runtime.clone();
+        let connection = Connection::new(state, protocol, request_id)
             .run(socket)
-            .instrument(span)
-            .await;
+            .instrument(span);
+        // On the fan-out's runtime, where everything it starts runs too.
+        drop(runtime.spawn(connection));
     })
 }
 
@@ -126,7 +128,10 @@ impl Connection {
     }
 
     async fn serve(&mut self, socket: &mut WebSocket) {
-        let shutdown = self.state.app.shutdown.clone();
+        // Made once, not on every turn of the loop (each would register a new waiter).
+        let token = self.state.app.shutdown.clone();
+        let shutdown = token.cancelled();
+        tokio::pin!(shutdown);
         let init_deadline = tokio::time::sleep(self.settings.init_timeout);
         tokio::pin!(init_deadline);
         let expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
@@ -136,7 +141,7 @@ impl Connection {
 
         let close = loop {
             tokio::select! {
-                () = shutdown.cancelled() => break Close(1001, "server shutting down"),
+                () = &mut shutdown => break Close(1001, "server shutting down"),
                 () = &mut init_deadline, if self.viewer.is_none() => {
                     break Close(4408, "Connection initialisation timeout");
                 }
