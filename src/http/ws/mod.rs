@@ -80,6 +80,25 @@ pub fn upgrade(ws: WebSocketUpgrade, state: HttpState, request_id: String) -> Re
 /// Why a connection is being closed.
 struct Close(u16, &'static str);
 
+/// When a connection must next act on its own: before `connection_init`, its timeout; after,
+/// the next keepalive ping or the token's expiry, whichever is first.
+struct Timers {
+    keepalive: Duration,
+    init: tokio::time::Instant,
+    expiry: Option<tokio::time::Instant>,
+    ping: Option<tokio::time::Instant>,
+}
+
+impl Timers {
+    fn next(&self) -> tokio::time::Instant {
+        match (self.ping, self.expiry) {
+            (Some(ping), Some(expiry)) => ping.min(expiry),
+            (Some(at), None) | (None, Some(at)) => at,
+            (None, None) => self.init,
+        }
+    }
+}
+
 struct Connection {
     state: HttpState,
     protocol: Protocol,
@@ -132,30 +151,24 @@ impl Connection {
         let token = self.state.app.shutdown.clone();
         let shutdown = token.cancelled();
         tokio::pin!(shutdown);
-        let init_deadline = tokio::time::sleep(self.settings.init_timeout);
-        tokio::pin!(init_deadline);
-        let expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
-        tokio::pin!(expiry);
-        let mut keepalive = tokio::time::interval(self.settings.keepalive);
-        keepalive.reset();
+        // One timer for the init timeout, then for the next ping or the token's expiry,
+        // whichever comes first: a connection wakes for each delivery, and every timer it
+        // holds is polled on every wake.
+        let mut timers = Timers {
+            keepalive: self.settings.keepalive,
+            init: tokio::time::Instant::now() + self.settings.init_timeout,
+            expiry: None,
+            ping: None,
+        };
+        let timer = tokio::time::sleep_until(timers.next());
+        tokio::pin!(timer);
 
         let close = loop {
+            // Biased: a ready frame (the common wake) is taken without polling the rest
+            // first; the socket is still read whenever the operations have nothing ready.
             tokio::select! {
+                biased;
                 () = &mut shutdown => break Close(1001, "server shutting down"),
-                () = &mut init_deadline, if self.viewer.is_none() => {
-                    break Close(4408, "Connection initialisation timeout");
-                }
-                () = &mut expiry, if self.viewer.is_some() => break Close(4403, "Token expired"),
-                () = tokens::revoked(&mut self.token) => break Close(4403, "Token revoked"),
-                _ = keepalive.tick(), if self.viewer.is_some() => {
-                    let ping = match self.protocol {
-                        Protocol::TransportWs => json!({ "type": "ping" }),
-                        Protocol::Legacy => json!({ "type": "ka" }),
-                    };
-                    if send(socket, &ping).await.is_err() {
-                        break Close(1000, "");
-                    }
-                }
                 Some((id, frame)) = self.operations.next(), if !self.operations.is_empty() => {
                     if self.write_ready(socket, id, frame).await.is_err() {
                         break Close(1000, "");
@@ -180,11 +193,34 @@ impl Connection {
                     // more state than waiting does, and an idle connection should not carry
                     // that space for its whole life.
                     match Box::pin(self.handle(parsed, socket)).await {
-                        Ok(Some(deadline)) => expiry.as_mut().reset(deadline),
+                        Ok(Some(deadline)) => {
+                            timers.expiry = Some(deadline);
+                            timers.ping = Some(tokio::time::Instant::now() + timers.keepalive);
+                            timer.as_mut().reset(timers.next());
+                        }
                         Ok(None) => {}
                         Err(close) => break close,
                     }
                 }
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if self.viewer.is_none() {
+                        break Close(4408, "Connection initialisation timeout");
+                    }
+                    if timers.expiry.is_some_and(|expiry| expiry <= now) {
+                        break Close(4403, "Token expired");
+                    }
+                    let ping = match self.protocol {
+                        Protocol::TransportWs => json!({ "type": "ping" }),
+                        Protocol::Legacy => json!({ "type": "ka" }),
+                    };
+                    if send(socket, &ping).await.is_err() {
+                        break Close(1000, "");
+                    }
+                    timers.ping = Some(now + timers.keepalive);
+                    timer.as_mut().reset(timers.next());
+                }
+                () = tokens::revoked(&mut self.token) => break Close(4403, "Token revoked"),
             }
         };
         // Dropping the operations stops them (and leaves their shared groups).
