@@ -152,6 +152,12 @@ impl Worker {
             return Ok(Next::Stop);
         }
         let batch = log::range(&self.db, webhook.project_id, webhook.cursor, BATCH).await?;
+        // A change to the webhook (a rotated secret, new kinds) is announced after its
+        // commit; an event read here may have been committed after that change, so if one
+        // was announced meanwhile the row is read again before anything is sent with it.
+        if self.changes.has_changed().unwrap_or(false) {
+            return Ok(Next::Continue);
+        }
         let Some(last) = batch.last() else {
             return Ok(Next::Idle);
         };
