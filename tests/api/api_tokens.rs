@@ -178,6 +178,54 @@ async fn a_write_token_edits_tasks_as_its_user_and_every_event_says_through_what
 }
 
 #[tokio::test]
+async fn a_token_limited_to_one_project_cannot_write_tasks_of_another() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let mine = app.create_project(&alice, "Mine").await;
+    let other = app.create_project(&alice, "Other").await;
+    let outside = app.create_task(&alice, &other, "untouched").await;
+    let (_, bot) = create_token(
+        &app,
+        &alice,
+        json!({ "name": "Scoped", "scopes": ["WRITE"], "projectIds": [mine] }),
+    )
+    .await;
+
+    app.ok(&bot, CREATE_TASK, json!({ "p": mine, "t": "inside" }))
+        .await;
+    let create = app
+        .gql(Some(&bot), CREATE_TASK, json!({ "p": other, "t": "no" }))
+        .await;
+    assert_eq!(error_code(&create), Some("NOT_FOUND"), "{create}");
+    let update = app
+        .gql(
+            Some(&bot),
+            "mutation($id: ID!) { updateTask(id: $id, patch: {title: \"no\"}, baseVersion: 1, clientMutationId: \"u1\") { __typename } }",
+            json!({ "id": outside["id"] }),
+        )
+        .await;
+    assert_eq!(error_code(&update), Some("NOT_FOUND"), "{update}");
+    let delete = app
+        .gql(
+            Some(&bot),
+            "mutation($id: ID!) { deleteTask(id: $id, clientMutationId: \"d1\") { __typename } }",
+            json!({ "id": outside["id"] }),
+        )
+        .await;
+    assert_eq!(error_code(&delete), Some("NOT_FOUND"), "{delete}");
+
+    // Nothing was written to the other project: its only task is as it was.
+    let page = app.events(&alice, &other, 0).await;
+    let kinds: Vec<_> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| (e["kind"].clone(), e["task"]["title"].clone()))
+        .collect();
+    assert_eq!(kinds, [(json!("TASK_CREATED"), json!("untouched"))]);
+}
+
+#[tokio::test]
 async fn the_secret_is_shown_once_and_only_its_hash_is_stored() {
     let app = spawn_app().await;
     let alice = app.token("alice");
