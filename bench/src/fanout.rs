@@ -15,7 +15,8 @@ use crate::server::{
 use crate::stats::{ms, percentile, summary};
 use crate::{Args, Transport, raw, raw_sse};
 
-/// What one fan-out run measured (latencies in ns, sorted).
+/// What one fan-out run measured (latencies in ns, sorted; empty for `--idle`).
+#[derive(Default)]
 pub struct Outcome {
     /// Mutation sent → event received, every delivery.
     pub deliveries: Vec<u64>,
@@ -152,12 +153,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         );
     }
     if args.idle {
-        return Ok(Outcome {
-            deliveries: Vec::new(),
-            first_deliveries: Vec::new(),
-            answers: Vec::new(),
-            cpu_per_delivery_us: 0.0,
-        });
+        return Ok(Outcome::default());
     }
 
     // Measure: open-loop mutations at the set rate.
