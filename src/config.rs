@@ -72,8 +72,14 @@ pub struct Config {
     pub database_acquire_timeout: Duration,
 
     /// Redis for cross-instance events, e.g. `redis://127.0.0.1:6379`. Unset: in-process only.
+    /// With `REDIS_CLUSTER=true`: seed nodes of a Redis Cluster, comma-separated.
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
+
+    /// `REDIS_URL` names a Redis Cluster (Redis 7 or later): project events then travel on
+    /// sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`), each on the node owning its project's slot.
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_cluster: bool,
 
     /// HS256 secret for JWTs (at least 32 bytes). Unset: a random one per start (one dev
     /// instance only; several instances must share a configured secret).
@@ -279,14 +285,19 @@ fn parse_database_url(value: &str) -> Result<String, String> {
     }
 }
 
+/// One Redis URL, or several comma-separated (a cluster's seed nodes).
 fn parse_redis_url(value: &str) -> Result<String, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("REDIS_URL is not a valid URL ({e})"))?;
-    match url.scheme() {
-        "redis" | "rediss" => Ok(value.to_owned()),
-        other => Err(format!(
-            "REDIS_URL must start with redis:// or rediss://, not {other}://"
-        )),
+    for node in value.split(',') {
+        let url = url::Url::parse(node.trim())
+            .map_err(|e| format!("REDIS_URL is not a valid URL ({e})"))?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(format!(
+                "REDIS_URL must start with redis:// or rediss://, not {}://",
+                url.scheme()
+            ));
+        }
     }
+    Ok(value.to_owned())
 }
 
 fn parse_jwt_secret(value: &str) -> Result<String, String> {

@@ -18,6 +18,7 @@ pub mod presence;
 pub mod projects;
 pub mod ratelimit;
 pub mod realtime;
+pub mod redis_link;
 pub mod state;
 pub mod tasks;
 pub mod telemetry;
@@ -41,8 +42,9 @@ use crate::presence::{
     FallbackStore, MemoryStore, Presence, PresenceSettings, PresenceStore, RedisStore,
 };
 use crate::ratelimit::{Limits, RateLimiter};
-use crate::realtime::redis_bus::{self, RedisBus};
+use crate::realtime::redis_bus::RedisBus;
 use crate::realtime::{Bus, Channels, Hub, LocalBus, Realtime};
+use crate::redis_link::{RedisLink, RedisTarget};
 use crate::state::DbStats;
 use crate::tasks::conflicts::{self, ConflictNotices};
 use crate::webhooks::{WebhookSettings, Webhooks};
@@ -85,16 +87,23 @@ impl Application {
             timeout: config.presence_timeout,
             coalesce: config.presence_coalesce,
         };
-        let (bus, store): (Arc<dyn Bus>, Arc<dyn PresenceStore>) = match &config.redis_url {
-            Some(url) => (
-                RedisBus::new(url, instance)?,
+        let redis_target =
+            RedisTarget::from_config(config.redis_url.as_deref(), config.redis_cluster)?;
+        // One shared link (multiplexed) for everything but the bus's subscriptions.
+        let redis = redis_target.as_ref().map(RedisLink::open).transpose()?;
+        if let Some(link) = &redis {
+            link.warm().await;
+        }
+        let (bus, store): (Arc<dyn Bus>, Arc<dyn PresenceStore>) = match (&redis_target, &redis) {
+            (Some(target), Some(link)) => (
+                RedisBus::new(target.clone(), link.clone(), instance),
                 Arc::new(FallbackStore::new(RedisStore::new(
-                    redis_bus::lazy_connection(url)?,
+                    link.clone(),
                     instance,
                     config.presence_timeout,
                 ))),
             ),
-            None => (Arc::new(LocalBus), Arc::new(MemoryStore::default())),
+            _ => (Arc::new(LocalBus), Arc::new(MemoryStore::default())),
         };
         let hub = Hub::new(db.clone(), bus.clone(), shutdown.clone(), metrics.clone());
         let presence = Presence::start(store, bus.clone(), presence_settings, shutdown.clone());
@@ -118,14 +127,7 @@ impl Application {
             burst: config.rate_burst,
             per_second: config.rate_per_second,
         };
-        let rate_limiter = Arc::new(RateLimiter::new(
-            limits,
-            config
-                .redis_url
-                .as_deref()
-                .map(redis_bus::lazy_connection)
-                .transpose()?,
-        ));
+        let rate_limiter = Arc::new(RateLimiter::new(limits, redis.clone()));
         let verifier = Arc::new(Verifier::from_config(&config, secret.as_bytes())?);
         verifier.start(shutdown.clone());
         let realtime = Realtime {
@@ -177,6 +179,7 @@ impl Application {
             shutdown,
             metrics,
             rate_limiter,
+            redis,
             db_stats,
             webhooks,
         };

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-
 use crate::error::AppError;
+use crate::redis_link::RedisLink;
 
 /// Bucket parameters.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +21,7 @@ pub struct Limits {
 /// Token buckets per user.
 pub struct RateLimiter {
     limits: Limits,
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisLink>,
     local: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -56,7 +55,7 @@ return {allowed, wait}
 
 impl RateLimiter {
     /// A limiter; with `redis`, buckets are shared by every instance.
-    pub fn new(limits: Limits, redis: Option<ConnectionManager>) -> Self {
+    pub fn new(limits: Limits, redis: Option<RedisLink>) -> Self {
         Self {
             limits,
             redis,
@@ -70,7 +69,8 @@ impl RateLimiter {
             let mut conn = conn.clone();
             let now_ms = chrono::Utc::now().timestamp_millis();
             let result: Result<(i64, i64), _> = redis::Script::new(TAKE)
-                .key(format!("tasknest:ratelimit:{user_id}"))
+                // A hash tag: the bucket is one key, in its own slot on a cluster.
+                .key(format!("tasknest:ratelimit:{{{user_id}}}"))
                 .arg(self.limits.burst)
                 .arg(self.limits.per_second)
                 .arg(now_ms)

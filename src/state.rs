@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::ratelimit::RateLimiter;
 use crate::realtime::Realtime;
+use crate::redis_link::RedisLink;
 use crate::tasks::conflicts::ConflictNotices;
 use crate::webhooks::Webhooks;
 
@@ -46,6 +47,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The webhook deliverer (the service wakes it and reads its settings).
     pub webhooks: Arc<Webhooks>,
+    /// The shared link to Redis or a Redis Cluster, when configured (presence, rate limits,
+    /// persisted queries and the bus's publisher use it).
+    pub redis: Option<RedisLink>,
     /// Counters about database use (statements run), for metrics and for tests that pin
     /// the number of statements a query costs.
     pub db_stats: Arc<DbStats>,

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 
 mod against_floor;
+mod cluster;
 mod fanout;
 mod floor;
 mod raw;
@@ -67,6 +68,10 @@ pub struct Args {
     /// Redis the servers share (needed for more than one server).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Scale-out (`--projects`): start a private three-master Redis Cluster on free ports and
+    /// run the servers on it (project events on sharded pub/sub) instead of `--redis-url`.
+    #[arg(long)]
+    pub redis_cluster: bool,
     /// Only open the connections and report memory; send no mutations.
     #[arg(long)]
     pub idle: bool,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
+use crate::cluster::Cluster;
 use crate::server::{gql, graphql_urls, owner_token, project_with_task, spawn_servers};
 use crate::{Args, raw};
 
@@ -22,7 +23,15 @@ const SUBSCRIPTION: &str = "subscription($p: ID!) { projectEvents(projectId: $p)
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<()> {
     let instances = args.servers;
     let project_count = args.projects.unwrap_or(100).max(1);
-    let servers = spawn_servers(bin, database_url, Some(&args.redis_url), &[], instances).await?;
+    let cluster = match args.redis_cluster {
+        true => Some(Cluster::start().await?),
+        false => None,
+    };
+    let (redis_url, env) = match &cluster {
+        Some(cluster) => (cluster.url(), vec![("REDIS_CLUSTER", "true")]),
+        None => (args.redis_url.clone(), Vec::new()),
+    };
+    let servers = spawn_servers(bin, database_url, Some(&redis_url), &env, instances).await?;
     let urls = graphql_urls(&servers);
     let http = reqwest::Client::new();
     let owner = owner_token()?;
@@ -34,7 +43,12 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     }
     let per_project = (args.subscribers / project_count).max(1);
     println!(
-        "instances={instances} projects={} subscribers={} ({per_project} per project, each project's on one instance) rate={}/s duration={:?}",
+        "redis={} instances={instances} projects={} subscribers={} ({per_project} per project, each project's on one instance) rate={}/s duration={:?}",
+        if cluster.is_some() {
+            "cluster of 3 masters"
+        } else {
+            "single"
+        },
         project_count,
         per_project * project_count,
         args.rate,
@@ -180,6 +194,14 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
             after[i].saturating_sub(before[i]),
             committed_elsewhere[i]
         );
+    }
+    if let Some(cluster) = &cluster {
+        println!(
+            "cluster node | SPUBLISH (project events) | PUBLISH (presence, conflicts, tokens)"
+        );
+        for (port, (sharded, classic)) in cluster.ports.iter().zip(cluster.publishes()?) {
+            println!("{port} | {sharded} | {classic}");
+        }
     }
     Ok(())
 }

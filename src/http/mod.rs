@@ -62,13 +62,7 @@ pub struct HttpState {
 
 /// All routes of the service.
 pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
-    let redis = app
-        .config
-        .redis_url
-        .as_deref()
-        .map(crate::realtime::redis_bus::lazy_connection)
-        .transpose()?;
-    let persisted = Arc::new(PersistedQueries::new(redis));
+    let persisted = Arc::new(PersistedQueries::new(app.redis.clone()));
     let body_limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
     let cors = cors(&app.config.cors_origins);
     let ws = WsSettings {

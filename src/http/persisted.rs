@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::redis_link::RedisLink;
 
 /// How long Redis keeps a persisted query.
 const TTL_SECONDS: u64 = 7 * 24 * 3600;
@@ -41,13 +42,13 @@ impl PersistedError {
 
 /// The persisted query cache.
 pub struct PersistedQueries {
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisLink>,
     local: Mutex<HashMap<String, String>>,
 }
 
 impl PersistedQueries {
     /// A cache, shared through `redis` when given.
-    pub fn new(redis: Option<ConnectionManager>) -> Self {
+    pub fn new(redis: Option<RedisLink>) -> Self {
         Self {
             redis,
             local: Mutex::new(HashMap::new()),

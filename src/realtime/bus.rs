@@ -70,6 +70,11 @@ impl Channels {
         self.handlers.keys().copied().collect()
     }
 
+    /// The family prefixes.
+    pub fn family_prefixes(&self) -> Vec<&'static str> {
+        self.families.iter().map(|(prefix, _)| *prefix).collect()
+    }
+
     /// The handler of a channel, by its name as bytes (as Redis reports it).
     pub fn handler(&self, channel: &[u8]) -> Option<&Arc<dyn ChannelHandler>> {
         let fixed = self

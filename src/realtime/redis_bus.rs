@@ -1,35 +1,48 @@
-//! The Redis pub/sub bus: one publisher and one subscriber connection per instance. Each
-//! message is this instance's id followed by the owner's bytes, so that an instance skips its
-//! own messages (it delivered them locally already). Redis only carries messages; when its
-//! link blips, the owners repair (events from the log; presence rewrites its registry).
+//! The Redis pub/sub bus: one publisher link and one subscriber connection per instance.
+//! Each message is this instance's id followed by the owner's bytes, so that an instance
+//! skips its own messages (it delivered them locally already). Redis only carries messages;
+//! when its link blips, the owners repair (events from the log; presence rewrites its
+//! registry).
 //!
 //! Family channels (one per project) are subscribed and unsubscribed as their owners follow
 //! them, in the order asked, by the task that owns the subscriber connection; after a
-//! reconnect it subscribes the whole current set again.
+//! reconnect it subscribes the whole current set again. On a Redis Cluster they are shard
+//! channels (`SSUBSCRIBE`/`SPUBLISH`): a project's events go only to the node that owns its
+//! slot and only to the instances following it, instead of to every node. The fixed channels
+//! (presence, conflicts, token revocations) stay classic pub/sub.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, PushInfo, PushKind, Value};
+use redis::aio::ConnectionManager;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::bus::{Bus, BusStatus, Channels, Encode};
+use crate::redis_link::{RedisLink, RedisTarget, cluster_client, timeouts};
 
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
 /// Messages between instances through Redis.
 pub struct RedisBus {
-    url: String,
+    target: RedisTarget,
     instance: Uuid,
-    publisher: ConnectionManager,
+    publisher: RedisLink,
+    /// Whether the last publish went through (a cluster can fail one node's publishes while
+    /// the subscriber connection is fine).
+    publishing: Arc<AtomicBool>,
+    /// Prefixes of the family channels, known once the bus listens (shard channels on a
+    /// cluster).
+    families: OnceLock<Vec<&'static str>>,
     status: Arc<AtomicU8>,
     /// The family channels followed now.
     followed: Mutex<HashSet<String>>,
@@ -46,18 +59,30 @@ enum Change {
 }
 
 impl RedisBus {
-    /// Connects lazily: a Redis that is down at start only makes the bus `down`.
-    pub fn new(url: &str, instance: Uuid) -> anyhow::Result<Arc<Self>> {
+    /// A bus publishing on `publisher` and subscribing to `target` with a connection of its
+    /// own. Connects lazily: a Redis that is down at start only makes the bus `down`.
+    pub fn new(target: RedisTarget, publisher: RedisLink, instance: Uuid) -> Arc<Self> {
         let (changes, pending) = mpsc::unbounded_channel();
-        Ok(Arc::new(Self {
-            url: url.to_owned(),
+        Arc::new(Self {
+            target,
             instance,
-            publisher: lazy_connection(url)?,
+            publisher,
+            publishing: Arc::new(AtomicBool::new(true)),
+            families: OnceLock::new(),
             status: Arc::new(AtomicU8::new(DOWN)),
             followed: Mutex::new(HashSet::new()),
             changes,
             pending_changes: Mutex::new(Some(pending)),
-        }))
+        })
+    }
+
+    /// Whether `channel` goes out as a shard channel (`SPUBLISH`).
+    fn sharded(&self, channel: &str) -> bool {
+        self.target.is_cluster()
+            && self
+                .families
+                .get()
+                .is_some_and(|f| f.iter().any(|p| channel.starts_with(p)))
     }
 
     fn followed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -83,36 +108,42 @@ impl Bus for RedisBus {
 
     fn publish(&self, channel: Cow<'static, str>, encode: Encode) {
         let mut conn = self.publisher.clone();
-        let status = self.status.clone();
+        let publishing = self.publishing.clone();
         let origin = self.instance;
+        let command = if self.sharded(&channel) {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
         tokio::spawn(async move {
             let Some(body) = encode() else { return };
             let mut payload = Vec::with_capacity(16 + body.len());
             payload.extend_from_slice(origin.as_bytes());
             payload.extend_from_slice(&body);
-            if let Err(err) = conn.publish::<_, _, ()>(channel.as_ref(), payload).await {
-                tracing::warn!(error = %err, channel = %channel, "Redis publish failed");
-                status.store(DOWN, Ordering::Relaxed);
+            let sent = redis::cmd(command)
+                .arg(channel.as_ref())
+                .arg(payload)
+                .query_async::<()>(&mut conn)
+                .await;
+            match sent {
+                Ok(()) => publishing.store(true, Ordering::Relaxed),
+                Err(err) => {
+                    tracing::warn!(error = %err, channel = %channel, "Redis publish failed");
+                    publishing.store(false, Ordering::Relaxed);
+                }
             }
         });
     }
 
     fn status(&self) -> BusStatus {
         match self.status.load(Ordering::Relaxed) {
-            UP => BusStatus::Up,
+            UP if self.publishing.load(Ordering::Relaxed) => BusStatus::Up,
             _ => BusStatus::Down,
         }
     }
 
     fn listen(self: Arc<Self>, channels: Channels, shutdown: CancellationToken) {
-        // RESP3 delivers pub/sub messages as pushes on a normal connection, which the
-        // manager reconnects and resubscribes by itself.
-        let url = &self.url;
-        let sub_url = if url.contains('?') {
-            format!("{url}&protocol=resp3")
-        } else {
-            format!("{url}?protocol=resp3")
-        };
+        let _ = self.families.set(channels.family_prefixes());
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let Some(changes) = self
             .pending_changes
@@ -123,15 +154,7 @@ impl Bus for RedisBus {
             tracing::error!("the Redis bus was started twice");
             return;
         };
-        let subscriber = redis::Client::open(sub_url).and_then(|client| {
-            ConnectionManager::new_lazy_with_config(
-                client,
-                timeouts()
-                    .set_push_sender(push_tx)
-                    .set_automatic_resubscription(),
-            )
-        });
-        match subscriber {
+        match Subscriber::open(&self.target, push_tx) {
             Ok(subscriber) => {
                 let inputs = Inputs {
                     pushes: push_rx,
@@ -145,22 +168,82 @@ impl Bus for RedisBus {
     }
 }
 
-/// Short timeouts, so that a Redis outage fails fast instead of holding anything up.
-fn timeouts() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500))
+/// The subscriber connection. RESP3 delivers pub/sub messages as pushes on a normal
+/// connection, which reconnects and resubscribes by itself (and reports the disconnection,
+/// after which the owners repair).
+enum Subscriber {
+    Single(ConnectionManager),
+    /// Connected on the first (re)subscription that finds the cluster up.
+    Cluster(Box<ClusterClient>, Option<ClusterConnection>),
 }
 
-/// A connection that reconnects by itself and connects on first use (a Redis that is down
-/// at start does not stop the start).
-pub fn lazy_connection(url: &str) -> anyhow::Result<ConnectionManager> {
-    Ok(ConnectionManager::new_lazy_with_config(
-        redis::Client::open(url)?,
-        timeouts(),
-    )?)
+impl Subscriber {
+    fn open(target: &RedisTarget, pushes: mpsc::UnboundedSender<PushInfo>) -> RedisResult<Self> {
+        Ok(match target {
+            RedisTarget::Single(url) => {
+                let sub_url = if url.contains('?') {
+                    format!("{url}&protocol=resp3")
+                } else {
+                    format!("{url}?protocol=resp3")
+                };
+                Self::Single(ConnectionManager::new_lazy_with_config(
+                    redis::Client::open(sub_url)?,
+                    timeouts()
+                        .set_push_sender(pushes)
+                        .set_automatic_resubscription(),
+                )?)
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = cluster_client(nodes, |builder| {
+                    builder
+                        .use_protocol(redis::ProtocolVersion::RESP3)
+                        .push_sender(pushes)
+                })?;
+                Self::Cluster(Box::new(client), None)
+            }
+        })
+    }
+
+    /// Subscribes the fixed channels and every followed family channel.
+    async fn subscribe_all(&mut self, fixed: &[&str], followed: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Single(conn) => {
+                let mut names: Vec<&str> = fixed.to_vec();
+                names.extend(followed.iter().map(String::as_str));
+                conn.subscribe(&names).await
+            }
+            Self::Cluster(client, slot) => {
+                let conn = match slot {
+                    Some(conn) => conn,
+                    None => slot.insert(client.get_async_connection().await?),
+                };
+                conn.subscribe(fixed).await?;
+                // A shard subscription names channels of one slot: one each, sent together.
+                let each = followed.iter().map(|channel| {
+                    let mut conn = conn.clone();
+                    async move { conn.ssubscribe(channel).await }
+                });
+                futures_util::future::try_join_all(each).await.map(|_| ())
+            }
+        }
+    }
+
+    async fn follow(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            Self::Single(conn) => conn.subscribe(channel).await,
+            Self::Cluster(_, Some(conn)) => conn.ssubscribe(channel).await,
+            // Not connected yet: the first subscription takes every followed channel.
+            Self::Cluster(_, None) => Ok(()),
+        }
+    }
+
+    async fn unfollow(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            Self::Single(conn) => conn.unsubscribe(channel).await,
+            Self::Cluster(_, Some(conn)) => conn.sunsubscribe(channel).await,
+            Self::Cluster(_, None) => Ok(()),
+        }
+    }
 }
 
 /// What the subscriber task reacts to besides shutdown.
@@ -175,7 +258,7 @@ struct Inputs {
 /// After every (re)connection the owners repair, since messages sent meanwhile are lost.
 async fn subscribe_loop(
     bus: Arc<RedisBus>,
-    mut conn: ConnectionManager,
+    mut conn: Subscriber,
     mut inputs: Inputs,
     channels: Channels,
     shutdown: CancellationToken,
@@ -185,11 +268,11 @@ async fn subscribe_loop(
         // (Re)subscribe everything until Redis answers. Follows asked meanwhile are answered
         // at once: they are in the set subscribed here, and the owners repair when it is.
         loop {
-            let mut names: Vec<String> = channels.names().into_iter().map(str::to_owned).collect();
-            names.extend(bus.followed().iter().cloned());
+            let fixed = channels.names();
+            let followed: Vec<String> = bus.followed().iter().cloned().collect();
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = conn.subscribe(&names) => result,
+                result = conn.subscribe_all(&fixed, &followed) => result,
             };
             match attempt {
                 Ok(()) => break,
@@ -216,6 +299,8 @@ async fn subscribe_loop(
         if status.swap(UP, Ordering::Relaxed) != UP {
             tracing::info!("Redis bus connected");
         }
+        // The link is back; the next publish tells otherwise.
+        bus.publishing.store(true, Ordering::Relaxed);
         channels.reconnected();
         // Deliver until the link drops.
         loop {
@@ -231,7 +316,9 @@ async fn subscribe_loop(
                 },
             };
             match push.kind {
-                PushKind::Message => route(&channels, bus.instance, &push.data),
+                PushKind::Message | PushKind::SMessage => {
+                    route(&channels, bus.instance, &push.data);
+                }
                 PushKind::Disconnection => {
                     status.store(DOWN, Ordering::Relaxed);
                     tracing::warn!("Redis bus disconnected; reconnecting");
@@ -245,11 +332,11 @@ async fn subscribe_loop(
 
 /// Subscribes or unsubscribes one family channel, unless a later change undid it already
 /// (the set is current; the queue is history).
-async fn apply(bus: &RedisBus, conn: &mut ConnectionManager, change: Change) {
+async fn apply(bus: &RedisBus, conn: &mut Subscriber, change: Change) {
     match change {
         Change::Follow(channel, ack) => {
             if bus.followed().contains(&channel)
-                && let Err(err) = conn.subscribe(&channel).await
+                && let Err(err) = conn.follow(&channel).await
             {
                 // The connection is failing: its Disconnection push follows, and the
                 // reconnect subscribes the whole set again.
@@ -259,7 +346,7 @@ async fn apply(bus: &RedisBus, conn: &mut ConnectionManager, change: Change) {
         }
         Change::Unfollow(channel) => {
             if !bus.followed().contains(&channel)
-                && let Err(err) = conn.unsubscribe(&channel).await
+                && let Err(err) = conn.unfollow(&channel).await
             {
                 tracing::debug!(error = %err, channel, "unsubscribe failed");
             }

@@ -9,6 +9,7 @@ mod architecture;
 mod auth;
 mod cli;
 mod clients;
+mod cluster;
 mod conflicts;
 mod efficiency;
 mod events;

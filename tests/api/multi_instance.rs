@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::subscriptions::{EVENTS, rename};
@@ -168,8 +168,13 @@ async fn an_instance_receives_only_the_events_of_projects_it_has_subscribers_for
     let other_task = a.create_task(&alice, &elsewhere, "T").await;
     let channel = |p: &str| format!("tasknest:events:{{{p}}}");
 
+    // Subscribing after the log's last seq (rather than "from now") makes the test independent
+    // of when B reads its starting point: the renames below come after it either way.
+    let last_seq = |page: Value| *seqs(&page).last().expect("the watched project has events");
+    let head = last_seq(a.events(&alice, &watched, 0).await);
     let mut on_b = b.ws(&alice).await;
-    on_b.subscribe("e", EVENTS, json!({ "p": watched })).await;
+    on_b.subscribe("e", EVENTS, json!({ "p": watched, "a": head }))
+        .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while redis_subscribers(&redis, &channel(&watched)).await != 1 {
         assert!(
@@ -212,8 +217,11 @@ async fn an_instance_receives_only_the_events_of_projects_it_has_subscribers_for
     assert_eq!(received(), before);
 
     // A new subscriber reopens the room, follows again, and gets live events.
+    let head = last_seq(a.events(&alice, &watched, 0).await);
     let mut again = b.ws(&alice).await;
-    again.subscribe("e", EVENTS, json!({ "p": watched })).await;
+    again
+        .subscribe("e", EVENTS, json!({ "p": watched, "a": head }))
+        .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while redis_subscribers(&redis, &channel(&watched)).await != 1 {
         assert!(std::time::Instant::now() < deadline, "B follows again");

@@ -82,7 +82,12 @@ async fn the_cache_is_shared_by_instances_through_redis() {
     let Some(redis) = require_redis("the_cache_is_shared_by_instances_through_redis") else {
         return;
     };
-    let configure = |c: &mut tasknest::Config| c.redis_url = Some(redis.clone());
+    shared_by_two_instances(|c: &mut tasknest::Config| c.redis_url = Some(redis.clone())).await;
+}
+
+/// Two instances configured by `configure` (sharing one Redis or Redis Cluster): a query
+/// registered on one is known to the other.
+pub async fn shared_by_two_instances(configure: impl Fn(&mut tasknest::Config) + Copy) {
     let a = spawn_app_with(configure).await;
     let b = spawn_app_sharing(&a, configure).await;
     // A query text of its own, so that earlier runs sharing this Redis cannot have it.

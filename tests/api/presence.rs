@@ -147,7 +147,12 @@ async fn presence_is_shared_across_instances_through_redis() {
     let Some(redis) = require_redis("presence_is_shared_across_instances_through_redis") else {
         return;
     };
-    let configure = |c: &mut tasknest::Config| c.redis_url = Some(redis.clone());
+    shared_by_two_instances(|c: &mut tasknest::Config| c.redis_url = Some(redis.clone())).await;
+}
+
+/// Two instances configured by `configure` (sharing one Redis or Redis Cluster) show the same
+/// presence, each user joins and leaves once, and focus changes cross.
+pub async fn shared_by_two_instances(configure: impl Fn(&mut tasknest::Config) + Copy) {
     let a = spawn_app_with(configure).await;
     let b = spawn_app_sharing(&a, configure).await;
     let alice = a.token("alice");
@@ -161,7 +166,7 @@ async fn presence_is_shared_across_instances_through_redis() {
     until_present(&b, &bob, &project, &["alice"]).await;
     let mut on_b = b.ws(&bob).await;
     on_b.subscribe("p", EVENTS, json!({ "p": project })).await;
-    let joined = on_a.next().await.unwrap();
+    let joined = on_a.next().await.expect("a presence event");
     assert_eq!(presence_event(&joined)["kind"], "JOINED");
     assert_eq!(presence_event(&joined)["user"]["id"], b.user("bob"));
     // A second tab of bob's on the other instance is no second JOINED.
@@ -174,13 +179,13 @@ async fn presence_is_shared_across_instances_through_redis() {
 
     b.ok(&bob, FOCUS, json!({ "p": project, "t": task["id"] }))
         .await;
-    let focus = on_a.next().await.unwrap();
+    let focus = on_a.next().await.expect("a presence event");
     assert_eq!(presence_event(&focus)["kind"], "FOCUS_CHANGED", "{focus}");
     assert_eq!(presence_event(&focus)["focusTaskId"], task["id"]);
 
     on_b.close().await;
     bob_on_a.close().await;
-    let left = on_a.next().await.unwrap();
+    let left = on_a.next().await.expect("a presence event");
     assert_eq!(presence_event(&left)["kind"], "LEFT");
     until_present(&b, &bob, &project, &["alice"]).await;
 }

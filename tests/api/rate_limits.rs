@@ -93,9 +93,15 @@ async fn the_limit_is_shared_by_instances_through_redis() {
     let Some(redis) = require_redis("the_limit_is_shared_by_instances_through_redis") else {
         return;
     };
+    shared_by_two_instances(|c: &mut tasknest::Config| c.redis_url = Some(redis.clone())).await;
+}
+
+/// Two instances configured by `configure` (sharing one Redis or Redis Cluster) draw on one
+/// bucket per user.
+pub async fn shared_by_two_instances(redis: impl Fn(&mut tasknest::Config) + Copy) {
     let configure = |c: &mut tasknest::Config| {
         strict(c);
-        c.redis_url = Some(redis.clone());
+        redis(c);
     };
     let a = spawn_app_with(configure).await;
     let b = spawn_app_sharing(&a, configure).await;

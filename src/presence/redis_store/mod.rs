@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,6 +23,7 @@ use super::memory::Entry;
 use super::{PresenceEvent, PresenceEventKind};
 use crate::error::AppError;
 use crate::events::UserSnapshot;
+use crate::redis_link::RedisLink;
 
 mod resync;
 mod shared;
@@ -31,14 +31,16 @@ mod shared;
 const PROJECTS: &str = "tasknest:presence:projects";
 const SEP: char = '\u{1f}';
 
+// A project's keys share the hash tag `{<project id>}`: on a Redis Cluster they live in one
+// slot, so the scripts and pipelines that touch them together run there.
 fn entries_key(project: Uuid) -> String {
-    format!("tasknest:presence:{project}:entries")
+    format!("tasknest:presence:{{{project}}}:entries")
 }
 fn users_key(project: Uuid) -> String {
-    format!("tasknest:presence:{project}:users")
+    format!("tasknest:presence:{{{project}}}:users")
 }
 fn focus_key(project: Uuid) -> String {
-    format!("tasknest:presence:{project}:focus")
+    format!("tasknest:presence:{{{project}}}:focus")
 }
 
 /// An instance's entry for one user, as stored in `…:entries`.
@@ -63,7 +65,7 @@ struct StoredFocus {
 
 /// Presence in Redis.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisLink,
     instance: Uuid,
     timeout: Duration,
 }
@@ -75,7 +77,7 @@ fn internal(err: redis::RedisError) -> AppError {
 impl RedisStore {
     /// A store on `conn` for this `instance`, whose entries live `timeout` past each
     /// heartbeat.
-    pub fn new(conn: ConnectionManager, instance: Uuid, timeout: Duration) -> Self {
+    pub fn new(conn: RedisLink, instance: Uuid, timeout: Duration) -> Self {
         Self {
             conn,
             instance,
@@ -149,22 +151,27 @@ impl RedisStore {
 
 /// Presence maintenance: heartbeats and sweeps.
 impl RedisStore {
-    /// Renews this instance's entries (one pipelined round trip).
+    /// Renews this instance's entries: one pipeline per project (a cluster takes a pipeline
+    /// per slot), all sent at once on the multiplexed link.
     pub(super) async fn heartbeat(
         &self,
         mine: &[(Uuid, StoredEntry)],
     ) -> Result<(), redis::RedisError> {
-        if mine.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
+        let mut pipes: HashMap<Uuid, redis::Pipeline> = HashMap::new();
         for (project, entry) in mine {
             if let Ok(json) = serde_json::to_string(entry) {
-                pipe.hset(entries_key(*project), self.field(&entry.user.id), json)
+                pipes
+                    .entry(*project)
+                    .or_insert_with(redis::pipe)
+                    .hset(entries_key(*project), self.field(&entry.user.id), json)
                     .ignore();
             }
         }
-        pipe.query_async::<()>(&mut self.conn.clone()).await
+        let sends = pipes.into_values().map(|pipe| {
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        futures_util::future::try_join_all(sends).await.map(|_| ())
     }
 
     /// The projects that have anyone present, on any instance.

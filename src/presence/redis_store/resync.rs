@@ -3,11 +3,13 @@
 use std::collections::HashSet;
 
 use redis::AsyncCommands;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
     PROJECTS, RedisStore, SEP, StoredEntry, StoredFocus, entries_key, focus_key, users_key,
 };
+use crate::redis_link::RedisLink;
 
 impl RedisStore {
     /// Writes this instance's entries back into Redis after an outage and recounts the
@@ -53,9 +55,6 @@ impl RedisStore {
     }
 }
 
-use redis::aio::ConnectionManager;
-use serde_json::Value;
-
 /// KEYS: entries, users, focus. ARGV: this instance's field suffix, its entries (field →
 /// JSON) and its users' focus (user → JSON). Drops this instance's entries that are gone,
 /// writes the others, and recounts every user's connections from all instances' entries, so
@@ -97,7 +96,7 @@ return 1
 
 /// Runs the rewrite for one project.
 async fn rewrite_project(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisLink,
     keys: [String; 3],
     suffix: &str,
     entries: &Value,

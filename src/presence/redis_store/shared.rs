@@ -12,6 +12,13 @@ use super::{
 use crate::error::AppError;
 use crate::presence::PresenceEntry;
 
+/// KEYS: entries, users. ARGV: field, entry JSON, user id. Returns the user's connection
+/// count after this one.
+const CONNECT: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+";
+
 /// KEYS: entries, users, focus. ARGV: field, entry JSON (empty: remove), user id.
 const DISCONNECT: &str = r"
 if ARGV[2] == '' then
@@ -34,17 +41,25 @@ impl RedisStore {
         user_id: &str,
         entry: &StoredEntry,
     ) -> Result<bool, AppError> {
-        let mut conn = self.conn.clone();
         let json = serde_json::to_string(entry).map_err(anyhow::Error::from)?;
-        // MULTI: the recount after an outage never sees the entry without its count.
-        let (_, _, total): ((), (), i64) = redis::pipe()
-            .atomic()
-            .sadd(PROJECTS, project.to_string())
-            .hset(entries_key(project), self.field(user_id), json)
-            .hincr(users_key(project), user_id, 1)
-            .query_async(&mut conn)
-            .await
-            .map_err(internal)?;
+        // The project's keys change together in one script (the recount after an outage
+        // never sees the entry without its count). The registry of projects is one key of
+        // its own (another slot on a cluster), written alongside on the multiplexed link.
+        let mut conn = self.conn.clone();
+        let register = async {
+            let mut conn = self.conn.clone();
+            conn.sadd::<_, _, ()>(PROJECTS, project.to_string()).await
+        };
+        let script = redis::Script::new(CONNECT);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(entries_key(project))
+            .key(users_key(project))
+            .arg(self.field(user_id))
+            .arg(json)
+            .arg(user_id);
+        let connect = invocation.invoke_async::<i64>(&mut conn);
+        let ((), total) = tokio::try_join!(register, connect).map_err(internal)?;
         Ok(total == 1)
     }
 

@@ -10,7 +10,7 @@ mod ws;
 
 pub use proxy::TcpProxy;
 pub use receiver::{Received, Receiver, Reply};
-pub use redis::{RedisServer, require_redis};
+pub use redis::{RedisCluster, RedisServer, require_redis};
 pub use sse::SseStream;
 pub use ws::WsClient;
 
