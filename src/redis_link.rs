@@ -118,13 +118,17 @@ impl RedisLink {
         })
     }
 
-    /// Connects now if Redis answers, so that the connection's own tasks run on the
-    /// caller's runtime rather than on whichever runtime first needs Redis.
+    /// Connects now if Redis answers within a few seconds, so that the connection's own
+    /// tasks run on the caller's runtime rather than on whichever runtime first needs Redis.
+    /// A cluster that is down does not hold up the start.
     pub async fn warm(&self) {
-        if let Self::Cluster(lazy) = self
-            && let Err(err) = lazy.get().await
-        {
-            tracing::warn!(error = %err, "Redis Cluster not reachable yet; will retry on use");
+        let Self::Cluster(lazy) = self else { return };
+        match tokio::time::timeout(Duration::from_secs(3), lazy.get()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "Redis Cluster not reachable yet; will retry on use");
+            }
+            Err(_) => tracing::warn!("Redis Cluster slow to answer; will retry on use"),
         }
     }
 }

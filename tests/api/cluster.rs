@@ -189,6 +189,61 @@ async fn a_master_restart_loses_no_event_and_the_instance_follows_again() {
 }
 
 #[tokio::test]
+async fn an_instance_starts_while_its_cluster_is_down_and_joins_it_when_it_is_back() {
+    if !require_cluster("an_instance_starts_while_its_cluster_is_down_and_joins_it_when_it_is_back")
+    {
+        return;
+    }
+    let mut cluster = RedisCluster::start().await;
+    let url = cluster.url();
+    let redis = on_cluster(&url);
+    // A long check interval: once the cluster is back, only it can bring the events in time.
+    let configure = move |c: &mut tasknest::Config| {
+        redis(c);
+        c.gap_check_interval = Duration::from_secs(600);
+    };
+    for node in &mut cluster.nodes {
+        node.stop();
+    }
+    let started = Instant::now();
+    let a = spawn_app_with(configure).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a cluster that is down does not hold up the start"
+    );
+    let (status, ready) = a.readiness().await;
+    assert_eq!(
+        (status, ready["redis"].as_str()),
+        (200, Some("down")),
+        "{ready}"
+    );
+    // Mutations do not need Redis.
+    let alice = a.token("alice");
+    let project = a.create_project(&alice, "P").await;
+    let task = a.create_task(&alice, &project, "T").await;
+
+    for node in &mut cluster.nodes {
+        node.restart().await;
+    }
+    cluster.until_ok().await;
+    let b = spawn_app_sharing(&a, configure).await;
+    let after = head(&a, &alice, &project).await;
+    let mut on_b = b.ws(&alice).await;
+    on_b.subscribe("e", EVENTS, json!({ "p": project, "a": after }))
+        .await;
+    let owner = cluster.owner_of(&channel(&project)).await;
+    until_shard_subscribers(&cluster, owner, &project, 1).await;
+    rename(&a, &alice, &task, "through the cluster").await;
+    let event = on_b.next_event("e").await;
+    assert_eq!(event["task"]["title"], "through the cluster");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.readiness().await.1["redis"] != "up" {
+        assert!(Instant::now() < deadline, "A's bus never came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn presence_is_shared_across_instances_through_a_redis_cluster() {
     if !require_cluster("presence_is_shared_across_instances_through_a_redis_cluster") {
         return;
