@@ -261,7 +261,9 @@ async fn a_room_of_five_hundred_present_users_stays_correct() {
             // Read until this socket has seen the marker event, counting presence messages.
             let mut presence_messages = 0usize;
             loop {
-                let Some(message) = ws.next().await else {
+                // A late joiner hears nothing until the marker, which comes only once the
+                // test has seen all 500 listed (up to its 30 s deadline below).
+                let Some(message) = ws.next_waiting(Duration::from_secs(60)).await else {
                     return (false, presence_messages);
                 };
                 if message["id"] == "p" {

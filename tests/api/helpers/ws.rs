@@ -76,13 +76,23 @@ impl WsClient {
 
     /// The next message that is not a keep-alive, or the close code once the server closed.
     pub async fn next_or_close(&mut self) -> Result<Value, Option<u16>> {
-        self.next_message(true).await
+        self.next_message(true, WAIT).await
+    }
+
+    /// Like [`next`](Self::next), for a socket that may rightly stay silent longer than the
+    /// usual wait (while a test sets up something big around it).
+    pub async fn next_waiting(&mut self, wait: Duration) -> Option<Value> {
+        self.next_message(true, wait).await.ok()
     }
 
     /// The next text message (keep-alives too unless `skip_keepalive`), or the close code.
-    async fn next_message(&mut self, skip_keepalive: bool) -> Result<Value, Option<u16>> {
+    async fn next_message(
+        &mut self,
+        skip_keepalive: bool,
+        wait: Duration,
+    ) -> Result<Value, Option<u16>> {
         loop {
-            let frame = tokio::time::timeout(WAIT, self.socket.next())
+            let frame = tokio::time::timeout(wait, self.socket.next())
                 .await
                 .expect("a message within the wait");
             match frame {
@@ -172,7 +182,7 @@ impl WsClient {
 impl WsClient {
     /// The `type` of the next text message, keep-alives included.
     pub async fn next_raw_type(&mut self) -> Option<String> {
-        let message = self.next_message(false).await.ok()?;
+        let message = self.next_message(false, WAIT).await.ok()?;
         message["type"].as_str().map(str::to_owned)
     }
 }
