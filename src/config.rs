@@ -152,6 +152,12 @@ pub struct Config {
     #[arg(long, env = "TASKNEST_EVENT_RETENTION", default_value = "30d", value_parser = duration("TASKNEST_EVENT_RETENTION"))]
     pub event_retention: Duration,
 
+    /// Threads of the fan-out runtime (WebSocket connections and their deliveries); unset:
+    /// one per core. With several instances on one machine, cores ÷ instances avoids
+    /// threads taking turns on a core.
+    #[arg(long, env = "TASKNEST_FANOUT_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub fanout_threads: Option<u16>,
+
     /// WebSocket: close with 4408 when `connection_init` has not come by then.
     #[arg(long, env = "TASKNEST_WS_INIT_TIMEOUT", default_value = "10s", value_parser = duration("TASKNEST_WS_INIT_TIMEOUT"))]
     pub ws_init_timeout: Duration,
@@ -398,6 +404,16 @@ mod tests {
     fn a_bad_address_names_its_variable() {
         let err = Cli::try_parse_from(["tasknest", "--addr", "nope"]).unwrap_err();
         assert!(err.to_string().contains("TASKNEST_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn fan_out_threads_default_to_the_cores_and_refuse_zero() {
+        let cli = Cli::try_parse_from(["tasknest"]).unwrap();
+        assert_eq!(cli.config.fanout_threads, None);
+        let cli = Cli::try_parse_from(["tasknest", "--fanout-threads", "1"]).unwrap();
+        assert_eq!(cli.config.fanout_threads, Some(1));
+        let err = Cli::try_parse_from(["tasknest", "--fanout-threads", "0"]).unwrap_err();
+        assert!(err.to_string().contains("fanout-threads"), "{err}");
     }
 
     #[test]

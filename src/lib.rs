@@ -135,6 +135,7 @@ impl Application {
             bus,
             metrics: metrics.clone(),
             runtime: realtime::runtime::start(
+                config.fanout_threads.map(usize::from),
                 shutdown.clone(),
                 WS_DRAIN + std::time::Duration::from_secs(1),
             )

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::server::{
-    cpu_ticks, gql, graphql_urls, owner_token, project_with_task, rss_kib, spawn_servers,
+    cpu_split, gql, graphql_urls, owner_token, project_with_task, rss_kib, spawn_servers,
 };
 use crate::stats::{ms, percentile, summary};
 use crate::{Args, Transport, raw, raw_sse};
@@ -26,6 +26,8 @@ pub struct Outcome {
     pub answers: Vec<u64>,
     /// Server CPU per delivery, µs.
     pub cpu_per_delivery_us: f64,
+    /// The part of it spent in the kernel (system time), µs.
+    pub kernel_per_delivery_us: f64,
 }
 
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<Outcome> {
@@ -157,7 +159,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     }
 
     // Measure: open-loop mutations at the set rate.
-    let cpu_before: Vec<u64> = servers.iter().map(|s| cpu_ticks(s.pid())).collect();
+    let cpu_before: Vec<(u64, u64)> = servers.iter().map(|s| cpu_split(s.pid())).collect();
     let errors = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
@@ -199,7 +201,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
-    let cpu_after: Vec<u64> = servers.iter().map(|s| cpu_ticks(s.pid())).collect();
+    let cpu_after: Vec<(u64, u64)> = servers.iter().map(|s| cpu_split(s.pid())).collect();
     for reader in readers {
         reader.abort();
     }
@@ -224,7 +226,16 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     }
     all.sort_unstable();
     spreads.sort_unstable();
-    let cpu_ticks_used: u64 = cpu_before.iter().zip(&cpu_after).map(|(b, a)| a - b).sum();
+    let kernel_ticks: u64 = cpu_before
+        .iter()
+        .zip(&cpu_after)
+        .map(|(b, a)| a.1 - b.1)
+        .sum();
+    let cpu_ticks_used: u64 = cpu_before
+        .iter()
+        .zip(&cpu_after)
+        .map(|(b, a)| a.0 + a.1 - b.0 - b.1)
+        .sum::<u64>();
     println!(
         "mutations sent={} failed={} deliveries={}/{} in {:.1?}",
         expected_events,
@@ -250,15 +261,18 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         got as f64 / elapsed.as_secs_f64()
     );
     let cpu_per_delivery_us = cpu_ticks_used as f64 * 10_000.0 / got.max(1) as f64;
+    let kernel_per_delivery_us = kernel_ticks as f64 * 10_000.0 / got.max(1) as f64;
     println!(
-        "server CPU: {:.2} s total, {cpu_per_delivery_us:.1} µs per delivery",
+        "server CPU: {:.2} s total, {cpu_per_delivery_us:.1} µs per delivery ({:.1} user + {kernel_per_delivery_us:.1} kernel)",
         cpu_ticks_used as f64 / 100.0,
+        cpu_per_delivery_us - kernel_per_delivery_us,
     );
     Ok(Outcome {
         deliveries: all,
         first_deliveries: firsts,
         answers,
         cpu_per_delivery_us,
+        kernel_per_delivery_us,
     })
 }
 

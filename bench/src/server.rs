@@ -127,6 +127,12 @@ pub async fn fresh_database(url: &str) -> anyhow::Result<(String, Option<Cleanup
 
 /// utime + stime of a process, in clock ticks (1/100 s).
 pub fn cpu_ticks(pid: u32) -> u64 {
+    let (user, kernel) = cpu_split(pid);
+    user + kernel
+}
+
+/// CPU time used so far by process `pid`, in clock ticks (1/100 s): (user, kernel).
+pub fn cpu_split(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat
         .rsplit_once(')')
@@ -140,7 +146,7 @@ pub fn cpu_ticks(pid: u32) -> u64 {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or_default()
     };
-    get(11) + get(12)
+    (get(11), get(12))
 }
 
 /// Resident set size of a process, in KiB.

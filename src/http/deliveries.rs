@@ -4,12 +4,15 @@
 //! runs its own execution. Either way each result comes with the seq of the event behind it,
 //! whatever the selection, so SSE can number its events for `Last-Event-ID`.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::task::{Context, Poll};
 
 use async_graphql::Request;
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use tracing::Instrument;
 
 use super::HttpState;
 use super::multiplex::GroupKey;
@@ -43,15 +46,23 @@ pub fn run(
             return shared(state.clone(), key, viewer.clone()).boxed();
         }
     }
-    own(state, request, authentication, resume_after)
+    own(
+        state,
+        request,
+        authentication,
+        resume_after,
+        tracing::Span::current(),
+    )
 }
 
-/// Runs `request` on its own execution.
+/// Runs `request` on its own execution, polled inside `span` (the operation's), so that what
+/// the execution logs carries the operation's fields.
 fn own(
     state: &HttpState,
     request: Request,
     authentication: Authentication,
     resume_after: Option<i64>,
+    span: tracing::Span,
 ) -> BoxStream<'static, Delivery> {
     let tap = Arc::new(AtomicI64::new(SeqTap::NONE));
     let mut request =
@@ -61,17 +72,35 @@ fn own(
     }
     // The execution resolves one event at a time, so when a response arrives the tap holds
     // the seq of the event it was made from.
-    state
-        .schema
-        .execute_stream(request)
-        .map(move |response| {
-            let seq = tap.swap(SeqTap::NONE, Ordering::Relaxed);
-            Delivery {
-                payload: Payload::of(response),
-                seq: (seq != SeqTap::NONE).then_some(seq),
-            }
-        })
-        .boxed()
+    let deliveries = state.schema.execute_stream(request).map(move |response| {
+        let seq = tap.swap(SeqTap::NONE, Ordering::Relaxed);
+        Delivery {
+            payload: Payload::of(response),
+            seq: (seq != SeqTap::NONE).then_some(seq),
+        }
+    });
+    InSpan {
+        span,
+        stream: deliveries,
+    }
+    .boxed()
+}
+
+/// A stream polled inside a span. A shared member's forwarding loop does without one: it
+/// logs nothing, and entering a span costs more than the rest of its work per delivery.
+struct InSpan<S> {
+    span: tracing::Span,
+    stream: S,
+}
+
+impl<S: Stream + Unpin> Stream for InSpan<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.stream.poll_next_unpin(cx)
+    }
 }
 
 /// A member of a shared group: checks access, forwards the group's serialized payloads, and
@@ -81,17 +110,20 @@ fn shared(
     state: HttpState,
     key: GroupKey,
     viewer: Viewer,
-) -> impl futures_util::Stream<Item = Delivery> + Send + 'static {
+) -> impl Stream<Item = Delivery> + Send + 'static {
+    // The operation's span, entered for the one-off steps and the member's own execution.
+    let span = tracing::Span::current();
     async_stream::stream! {
         let path = ["projectEvents"];
         // The one-off steps are boxed, so that a long-lived member does not carry their
         // state for its whole life.
         let access = Box::pin(access::require(&state.app.db, key.project_id, &viewer, Role::Viewer));
-        if let Err(err) = access.await {
+        if let Err(err) = access.instrument(span.clone()).await {
             yield Delivery { payload: Payload::error(err, &path), seq: None };
             return;
         }
-        let share = Box::pin(state.multiplexer.join(key.clone(), &state.app, &state.schema, &viewer)).await;
+        let join = Box::pin(state.multiplexer.join(key.clone(), &state.app, &state.schema, &viewer));
+        let share = join.instrument(span.clone()).await;
         let subscriber = Subscriber::User(viewer.user_id.clone());
         let mut messages = share.receiver;
         let mut last = share.last_seq;
@@ -117,7 +149,7 @@ fn shared(
             last = seq;
         }
         drop(messages);
-        let alone = own(&state, key.request(), Authentication::Viewer(viewer), Some(last));
+        let alone = own(&state, key.request(), Authentication::Viewer(viewer), Some(last), span);
         for await delivery in alone {
             yield delivery;
         }

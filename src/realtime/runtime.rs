@@ -11,12 +11,18 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-/// Starts the runtime on threads of its own. It runs until `shutdown` is cancelled and
-/// `drain` has passed (so that connections can send their Close), then stops with whatever
-/// is left on it.
-pub fn start(shutdown: CancellationToken, drain: Duration) -> std::io::Result<Handle> {
+/// Starts the runtime on `threads` threads of its own (unset: one per core). It runs until
+/// `shutdown` is cancelled and `drain` has passed (so that connections can send their
+/// Close), then stops with whatever is left on it.
+pub fn start(
+    threads: Option<usize>,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> std::io::Result<Handle> {
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, NonZeroUsize::get))
+        .worker_threads(threads)
         .thread_name("tasknest-fanout")
         .enable_all()
         .build()?;
@@ -43,7 +49,7 @@ mod tests {
     #[tokio::test]
     async fn tasks_run_on_the_fan_out_threads_until_shutdown_and_drain_then_stop() {
         let shutdown = CancellationToken::new();
-        let handle = start(shutdown.clone(), Duration::from_millis(100)).expect("runtime");
+        let handle = start(Some(1), shutdown.clone(), Duration::from_millis(100)).expect("runtime");
         let (name_tx, name_rx) = oneshot::channel();
         handle.spawn(async move {
             let _ = name_tx.send(std::thread::current().name().map(str::to_owned));

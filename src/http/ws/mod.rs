@@ -15,22 +15,27 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::task::Poll;
+
+use futures_util::future::BoxFuture;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use sync_wrapper::SyncWrapper;
 use tokio_stream::StreamMap;
 use tracing::Instrument;
 
-use crate::auth::tokens::{self, TokenWatch};
 use crate::auth::{self, Viewer};
 
 use super::HttpState;
 use super::payload::Payload;
 use crate::error::AppError;
 use connections::ConnectionSlot;
+use gate::Gate;
 use messages::{ClientMessage, Protocol};
 use operation::{Frame, Operation};
 
 pub mod connections;
+mod gate;
 mod messages;
 mod operation;
 
@@ -77,6 +82,16 @@ pub fn upgrade(ws: WebSocketUpgrade, state: HttpState, request_id: String) -> Re
     })
 }
 
+/// The gates of a connection's loop, one per branch that can wake it.
+#[derive(Default)]
+struct Gates {
+    shutdown: Gate,
+    operations: Gate,
+    socket: Gate,
+    timer: Gate,
+    revoked: Gate,
+}
+
 /// Why a connection is being closed.
 struct Close(u16, &'static str);
 
@@ -108,8 +123,9 @@ struct Connection {
     starts: (tokio::time::Instant, u32),
     init_received: bool,
     viewer: Option<Viewer>,
-    /// The viewer's API token, watched for revocation (none for a session).
-    token: Option<TokenWatch>,
+    /// Resolves when the viewer's API token is revoked (none for a session). Kept across
+    /// the loop's turns, so that its place among the token's watchers is kept too.
+    revoked: SyncWrapper<Option<BoxFuture<'static, ()>>>,
     /// This connection's place in its user's connection count.
     _slot: Option<ConnectionSlot>,
     /// The upgrade request's `x-request-id`, carried by every operation's span.
@@ -132,7 +148,7 @@ impl Connection {
             starts: (tokio::time::Instant::now(), 0),
             init_received: false,
             viewer: None,
-            token: None,
+            revoked: SyncWrapper::new(None),
             _slot: None,
             request_id,
             operations: StreamMap::new(),
@@ -163,18 +179,20 @@ impl Connection {
         let timer = tokio::time::sleep_until(timers.next());
         tokio::pin!(timer);
 
+        // Only a branch that was woken (or was ready last time) is polled: see `gate`.
+        let gates = Gates::default();
         let close = loop {
             // Biased: a ready frame (the common wake) is taken without polling the rest
             // first; the socket is still read whenever the operations have nothing ready.
             tokio::select! {
                 biased;
-                () = &mut shutdown => break Close(1001, "server shutting down"),
-                Some((id, frame)) = self.operations.next(), if !self.operations.is_empty() => {
-                    if self.write_ready(socket, id, frame).await.is_err() {
+                () = gates.shutdown.guard(&mut shutdown) => break Close(1001, "server shutting down"),
+                Some((id, frame)) = gates.operations.guard(self.operations.next()), if !self.operations.is_empty() => {
+                    if self.write_ready(socket, &gates.operations, id, frame).await.is_err() {
                         break Close(1000, "");
                     }
                 }
-                incoming = socket.recv() => {
+                incoming = gates.socket.guard(socket.next()) => {
                     let message = match incoming {
                         Some(Ok(message)) => message,
                         Some(Err(_)) | None => break Close(1000, ""),
@@ -192,17 +210,23 @@ impl Connection {
                     // Boxed: handling a message (authentication, access checks) needs far
                     // more state than waiting does, and an idle connection should not carry
                     // that space for its whole life.
-                    match Box::pin(self.handle(parsed, socket)).await {
+                    let handled = Box::pin(self.handle(parsed, socket)).await;
+                    // Handling may have added an operation or a token watch, which have
+                    // registered no waker yet.
+                    gates.operations.open();
+                    gates.revoked.open();
+                    match handled {
                         Ok(Some(deadline)) => {
                             timers.expiry = Some(deadline);
                             timers.ping = Some(tokio::time::Instant::now() + timers.keepalive);
                             timer.as_mut().reset(timers.next());
+                            gates.timer.open();
                         }
                         Ok(None) => {}
                         Err(close) => break close,
                     }
                 }
-                () = &mut timer => {
+                () = gates.timer.guard(timer.as_mut()) => {
                     let now = tokio::time::Instant::now();
                     if self.viewer.is_none() {
                         break Close(4408, "Connection initialisation timeout");
@@ -219,8 +243,12 @@ impl Connection {
                     }
                     timers.ping = Some(now + timers.keepalive);
                     timer.as_mut().reset(timers.next());
+                    gates.timer.open();
                 }
-                () = tokens::revoked(&mut self.token) => break Close(4403, "Token revoked"),
+                () = gates.revoked.guard(std::future::poll_fn(|cx| match self.revoked.get_mut() {
+                    Some(revoked) => revoked.as_mut().poll(cx),
+                    None => std::task::Poll::Pending,
+                })) => break Close(4403, "Token revoked"),
             }
         };
         // Dropping the operations stops them (and leaves their shared groups).
@@ -249,7 +277,11 @@ impl Connection {
                         .ok_or(Close(4429, "Too many connections for this user"))?,
                 );
                 let remaining = viewer.remaining();
-                self.token = self.state.app.api_tokens.watch(&self.state.app.db, &viewer);
+                if let Some(mut watch) =
+                    self.state.app.api_tokens.watch(&self.state.app.db, &viewer)
+                {
+                    *self.revoked.get_mut() = Some(Box::pin(async move { watch.revoked().await }));
+                }
                 self.viewer = Some(viewer);
                 send(socket, &json!({ "type": "connection_ack" }))
                     .await
@@ -332,6 +364,7 @@ impl Connection {
     async fn write_ready(
         &mut self,
         socket: &mut WebSocket,
+        gate: &Gate,
         id: String,
         frame: Frame,
     ) -> Result<(), axum::Error> {
@@ -345,10 +378,17 @@ impl Connection {
             socket.feed(Message::Text(frame.text.into())).await?;
             written += 1;
             // Bounded, so a connection that always has more to send still reads its socket.
-            // Polling without waiting is safe: the connection's loop polls the operations
-            // again with its own waker before it sleeps.
+            // Polled with the task's waker through the gate: a pending answer registers the
+            // wake-up the connection's loop then waits for, without polling again.
             if written < WRITE_BATCH {
-                next = self.operations.next().now_or_never().flatten();
+                let operations = &mut self.operations;
+                let polled = std::future::poll_fn(|cx| {
+                    Poll::Ready(gate.poll(cx, |cx| operations.poll_next_unpin(cx)))
+                })
+                .await;
+                if let Poll::Ready(ready) = polled {
+                    next = ready;
+                }
             }
         }
         socket.flush().await

@@ -7,7 +7,7 @@
 //! writes it, and the frames of several operations ready together go out in one write.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use async_graphql::Request;
 use futures_util::stream::BoxStream;
@@ -27,12 +27,13 @@ pub(super) struct Frame {
     pub(super) last: bool,
 }
 
-/// A running operation: its frames, produced inside its span; counted in
-/// `active_subscriptions` while it lives (finished or stopped, it is dropped).
+/// A running operation: its frames; counted in `active_subscriptions` while it lives
+/// (finished or stopped, it is dropped).
 pub(super) struct Operation {
     /// Only ever polled through `&mut`; the wrapper lets the connection, which holds it, be
     /// borrowed across its other awaits.
-    frames: SyncWrapper<BoxStream<'static, Frame>>,
+    frames: SyncWrapper<Frames>,
+    /// The operation's span (its start and end are logged in it).
     span: tracing::Span,
     gauge: prometheus_client::metrics::gauge::Gauge,
     started: std::time::Instant,
@@ -42,9 +43,9 @@ impl Stream for Operation {
     type Item = Frame;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
-        let this = &mut *self;
-        let _entered = this.span.enter();
-        this.frames.get_mut().poll_next_unpin(cx)
+        // Not entering the span here: what logs underneath enters it itself (see
+        // `deliveries`), and this runs once per delivery.
+        self.frames.get_mut().poll_next_unpin(cx)
     }
 }
 
@@ -87,7 +88,7 @@ impl super::Connection {
         let gauge = self.state.app.metrics.subscriptions.clone();
         gauge.inc();
         Operation {
-            frames: SyncWrapper::new(frames(deliveries, id, self.protocol)),
+            frames: SyncWrapper::new(Frames::new(deliveries, id, self.protocol)),
             span,
             gauge,
             started: std::time::Instant::now(),
@@ -115,37 +116,79 @@ pub(super) fn request_of(payload: OperationPayload) -> Request {
     request
 }
 
-/// The frames of an operation with `id`: each result as `next` (legacy `data`); an error
-/// as `error`, which ends it; otherwise `complete` once its results end. Only the id differs
-/// between the frames of subscribers sharing an execution: the payload is spliced in as the
-/// bytes it was serialized to.
-fn frames(
-    mut deliveries: BoxStream<'static, Delivery>,
-    id: &str,
-    protocol: Protocol,
-) -> BoxStream<'static, Frame> {
-    let id = Value::String(id.to_owned()).to_string();
-    let kind = match protocol {
-        Protocol::TransportWs => "next",
-        Protocol::Legacy => "data",
-    };
-    async_stream::stream! {
-        while let Some(delivery) = deliveries.next().await {
-            match delivery.payload {
-                Payload::Result(json) => yield Frame {
-                    text: format!("{{\"type\":\"{kind}\",\"id\":{id},\"payload\":{json}}}"),
-                    last: false,
-                },
-                Payload::Errors(errors) => {
-                    yield Frame {
-                        text: format!("{{\"type\":\"error\",\"id\":{id},\"payload\":{errors}}}"),
-                        last: true,
-                    };
-                    return;
-                }
-            }
+/// The frames of an operation: each result as `next` (legacy `data`); an error as `error`,
+/// which ends it; otherwise `complete` once its results end. Only the id differs between
+/// the frames of subscribers sharing an execution: the payload is spliced in as the bytes it
+/// was serialized to. A plain state machine rather than a generator: it runs once per
+/// delivery per subscriber.
+struct Frames {
+    deliveries: BoxStream<'static, Delivery>,
+    /// The operation id as a JSON string.
+    id: String,
+    /// Everything of a `next` frame before the payload, made once.
+    prefix: String,
+    done: bool,
+}
+
+impl Frames {
+    fn new(deliveries: BoxStream<'static, Delivery>, id: &str, protocol: Protocol) -> Self {
+        let id = Value::String(id.to_owned()).to_string();
+        let kind = match protocol {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
+        };
+        let prefix = format!("{{\"type\":\"{kind}\",\"id\":{id},\"payload\":");
+        Self {
+            deliveries,
+            id,
+            prefix,
+            done: false,
         }
-        yield Frame { text: format!("{{\"type\":\"complete\",\"id\":{id}}}"), last: true };
     }
-    .boxed()
+
+    fn last(&mut self, text: String) -> Frame {
+        self.done = true;
+        Frame { text, last: true }
+    }
+}
+
+impl Stream for Frames {
+    type Item = Frame;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let frame = match ready!(this.deliveries.poll_next_unpin(cx)) {
+            Some(Delivery {
+                payload: Payload::Result(json),
+                ..
+            }) => Frame {
+                text: next_frame(&this.prefix, &json),
+                last: false,
+            },
+            Some(Delivery {
+                payload: Payload::Errors(errors),
+                ..
+            }) => {
+                let text = format!(r#"{{"type":"error","id":{},"payload":{errors}}}"#, this.id);
+                this.last(text)
+            }
+            None => {
+                let text = format!(r#"{{"type":"complete","id":{}}}"#, this.id);
+                this.last(text)
+            }
+        };
+        Poll::Ready(Some(frame))
+    }
+}
+
+/// A `next` (or `data`) frame: `prefix` (up to the payload key), then the payload.
+fn next_frame(prefix: &str, payload: &str) -> String {
+    let mut text = String::with_capacity(prefix.len() + payload.len() + 1);
+    text.push_str(prefix);
+    text.push_str(payload);
+    text.push('}');
+    text
 }
