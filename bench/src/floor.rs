@@ -125,10 +125,10 @@ pub fn burst_per_message() -> anyhow::Result<f64> {
     Ok(cpu_ns as f64 / 1000.0 / (BURSTS * BURST_SOCKETS) as f64)
 }
 
-/// This thread's CPU time so far, in ns (the scheduler's own count, not ticks).
+/// This thread's CPU time so far, in ns (exact, unlike the scheduler's tick-rounded counts
+/// in `/proc`).
 fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
-        .unwrap_or_default()
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(now.tv_sec).unwrap_or_default() * 1_000_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or_default()
 }

@@ -11,11 +11,12 @@
 //! or operation starts, 4500 the server could not set the connection up (its cause is
 //! logged), 1001 shutdown.
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use std::task::Poll;
 
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
@@ -24,16 +25,15 @@ use sync_wrapper::SyncWrapper;
 use tokio_stream::StreamMap;
 use tracing::Instrument;
 
-use crate::auth::{self, Viewer};
+use crate::auth::Viewer;
 
 use super::HttpState;
-use super::payload::Payload;
-use crate::error::AppError;
 use connections::ConnectionSlot;
 use gate::Gate;
 use messages::{ClientMessage, Protocol};
 use operation::{Frame, Operation};
 
+mod client;
 pub mod connections;
 mod gate;
 mod messages;
@@ -72,11 +72,8 @@ pub fn upgrade(ws: WebSocketUpgrade, state: HttpState, request_id: String) -> Re
         _ => Protocol::TransportWs,
     };
     ws.on_upgrade(move |socket| async move {
-        let span = tracing::info_span!("websocket", request_id = %request_id);
         let runtime = state.app.realtime.runtime.clone();
-        let connection = Connection::new(state, protocol, request_id)
-            .run(socket)
-            .instrument(span);
+        let connection = Connection::new(state, protocol, request_id).run(socket);
         // On the fan-out's runtime, where everything it starts runs too.
         drop(runtime.spawn(connection));
     })
@@ -85,11 +82,17 @@ pub fn upgrade(ws: WebSocketUpgrade, state: HttpState, request_id: String) -> Re
 /// The gates of a connection's loop, one per branch that can wake it.
 #[derive(Default)]
 struct Gates {
-    shutdown: Gate,
+    /// Shutdown, the timer and token revocation: rare, so they share one gate.
+    control: Gate,
     operations: Gate,
     socket: Gate,
-    timer: Gate,
-    revoked: Gate,
+}
+
+/// What a connection wakes for, other than a frame to send or a client message.
+enum Control {
+    Shutdown,
+    Timer,
+    Revoked,
 }
 
 /// Why a connection is being closed.
@@ -130,6 +133,9 @@ struct Connection {
     _slot: Option<ConnectionSlot>,
     /// The upgrade request's `x-request-id`, carried by every operation's span.
     request_id: String,
+    /// Entered while a client message is handled (operations started then are its
+    /// children), not on every wake-up: a delivery would pay for it each time.
+    span: tracing::Span,
     /// The running operations by id, polled by this connection's task. While the socket
     /// cannot take more, they are not polled: a shared subscription then falls behind its
     /// group and catches up from the log.
@@ -150,6 +156,7 @@ impl Connection {
             viewer: None,
             revoked: SyncWrapper::new(None),
             _slot: None,
+            span: tracing::info_span!("websocket", request_id = %request_id),
             request_id,
             operations: StreamMap::new(),
         }
@@ -182,11 +189,50 @@ impl Connection {
         // Only a branch that was woken (or was ready last time) is polled: see `gate`.
         let gates = Gates::default();
         let close = loop {
-            // Biased: a ready frame (the common wake) is taken without polling the rest
-            // first; the socket is still read whenever the operations have nothing ready.
+            // Biased: shutdown, timer and revocation first (behind their gate they cost
+            // nothing on the common wake, a frame to send), then a ready frame before the
+            // socket, which is still read whenever the operations have nothing ready.
             tokio::select! {
                 biased;
-                () = gates.shutdown.guard(&mut shutdown) => break Close(1001, "server shutting down"),
+                control = gates.control.guard(std::future::poll_fn(|cx| {
+                    if shutdown.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Control::Shutdown);
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Control::Timer);
+                    }
+                    let revoked = self
+                        .revoked
+                        .get_mut()
+                        .as_mut()
+                        .is_some_and(|revoked| revoked.as_mut().poll(cx).is_ready());
+                    if revoked {
+                        Poll::Ready(Control::Revoked)
+                    } else {
+                        Poll::Pending
+                    }
+                })) => match control {
+                    Control::Shutdown => break Close(1001, "server shutting down"),
+                    Control::Revoked => break Close(4403, "Token revoked"),
+                    Control::Timer => {
+                        let now = tokio::time::Instant::now();
+                        if self.viewer.is_none() {
+                            break Close(4408, "Connection initialisation timeout");
+                        }
+                        if timers.expiry.is_some_and(|expiry| expiry <= now) {
+                            break Close(4403, "Token expired");
+                        }
+                        let ping = match self.protocol {
+                            Protocol::TransportWs => json!({ "type": "ping" }),
+                            Protocol::Legacy => json!({ "type": "ka" }),
+                        };
+                        if send(socket, &ping).await.is_err() {
+                            break Close(1000, "");
+                        }
+                        timers.ping = Some(now + timers.keepalive);
+                        timer.as_mut().reset(timers.next());
+                    }
+                },
                 Some((id, frame)) = gates.operations.guard(self.operations.next()), if !self.operations.is_empty() => {
                     if self.write_ready(socket, &gates.operations, id, frame).await.is_err() {
                         break Close(1000, "");
@@ -210,152 +256,27 @@ impl Connection {
                     // Boxed: handling a message (authentication, access checks) needs far
                     // more state than waiting does, and an idle connection should not carry
                     // that space for its whole life.
-                    let handled = Box::pin(self.handle(parsed, socket)).await;
-                    // Handling may have added an operation or a token watch, which have
-                    // registered no waker yet.
+                    let span = self.span.clone();
+                    let handled = Box::pin(self.handle(parsed, socket)).instrument(span).await;
+                    // Handling may have added an operation, a token watch or a new
+                    // deadline, which have registered no waker yet.
                     gates.operations.open();
-                    gates.revoked.open();
+                    gates.control.open();
                     match handled {
                         Ok(Some(deadline)) => {
                             timers.expiry = Some(deadline);
                             timers.ping = Some(tokio::time::Instant::now() + timers.keepalive);
                             timer.as_mut().reset(timers.next());
-                            gates.timer.open();
                         }
                         Ok(None) => {}
                         Err(close) => break close,
                     }
                 }
-                () = gates.timer.guard(timer.as_mut()) => {
-                    let now = tokio::time::Instant::now();
-                    if self.viewer.is_none() {
-                        break Close(4408, "Connection initialisation timeout");
-                    }
-                    if timers.expiry.is_some_and(|expiry| expiry <= now) {
-                        break Close(4403, "Token expired");
-                    }
-                    let ping = match self.protocol {
-                        Protocol::TransportWs => json!({ "type": "ping" }),
-                        Protocol::Legacy => json!({ "type": "ka" }),
-                    };
-                    if send(socket, &ping).await.is_err() {
-                        break Close(1000, "");
-                    }
-                    timers.ping = Some(now + timers.keepalive);
-                    timer.as_mut().reset(timers.next());
-                    gates.timer.open();
-                }
-                () = gates.revoked.guard(std::future::poll_fn(|cx| match self.revoked.get_mut() {
-                    Some(revoked) => revoked.as_mut().poll(cx),
-                    None => std::task::Poll::Pending,
-                })) => break Close(4403, "Token revoked"),
             }
         };
         // Dropping the operations stops them (and leaves their shared groups).
         self.operations = StreamMap::new();
         Box::pin(close_handshake(socket, close)).await;
-    }
-
-    /// Handles one client message. `Ok(Some(deadline))` sets the token expiry timer.
-    async fn handle(
-        &mut self,
-        message: ClientMessage,
-        socket: &mut WebSocket,
-    ) -> Result<Option<tokio::time::Instant>, Close> {
-        match message {
-            ClientMessage::ConnectionInit { payload } => {
-                if self.init_received {
-                    return Err(Close(4429, "Too many initialisation requests"));
-                }
-                self.init_received = true;
-                let viewer = self.authenticate(payload.as_ref()).await?;
-                let max = self.state.app.config.max_connections_per_user;
-                self._slot = Some(
-                    self.state
-                        .ws_users
-                        .acquire(&viewer.user_id, max)
-                        .ok_or(Close(4429, "Too many connections for this user"))?,
-                );
-                let remaining = viewer.remaining();
-                if let Some(mut watch) =
-                    self.state.app.api_tokens.watch(&self.state.app.db, &viewer)
-                {
-                    *self.revoked.get_mut() = Some(Box::pin(async move { watch.revoked().await }));
-                }
-                self.viewer = Some(viewer);
-                send(socket, &json!({ "type": "connection_ack" }))
-                    .await
-                    .map_err(|_| Close(1000, ""))?;
-                Ok(Some(tokio::time::Instant::now() + remaining))
-            }
-            ClientMessage::Ping { payload } => {
-                if self.protocol == Protocol::TransportWs {
-                    let mut pong = json!({ "type": "pong" });
-                    if let Some(payload) = payload {
-                        pong["payload"] = payload;
-                    }
-                    send(socket, &pong).await.map_err(|_| Close(1000, ""))?;
-                }
-                Ok(None)
-            }
-            ClientMessage::Pong {} => Ok(None),
-            ClientMessage::Subscribe { id, payload } | ClientMessage::Start { id, payload } => {
-                let Some(viewer) = self.viewer.clone() else {
-                    return Err(Close(4401, "Unauthorized"));
-                };
-                if self.operations.contains_key(&id) {
-                    return Err(Close(4409, "Subscriber for this id already exists"));
-                }
-                if self.flooding() {
-                    return Err(Close(4429, "Too many requests"));
-                }
-                if let Err(limited) = self.state.app.rate_limiter.check(&viewer.rate_key()).await {
-                    return refuse(socket, &id, limited).await.map(|()| None);
-                }
-                if self.operations.len() >= self.max_subscriptions {
-                    let error = AppError::TooMany("too many operations on this connection");
-                    return refuse(socket, &id, error).await.map(|()| None);
-                }
-                let operation = self.start(&id, payload, viewer);
-                self.operations.insert(id, operation);
-                Ok(None)
-            }
-            ClientMessage::Complete { id } | ClientMessage::Stop { id } => {
-                self.operations.remove(&id);
-                Ok(None)
-            }
-            ClientMessage::ConnectionTerminate {} => Err(Close(1000, "")),
-        }
-    }
-
-    /// Reads the token from the init payload (`authorization`, `Authorization` or `token`,
-    /// with or without `Bearer `) and refreshes the user row.
-    async fn authenticate(&self, payload: Option<&Value>) -> Result<Viewer, Close> {
-        let token = payload
-            .and_then(|p| {
-                ["authorization", "Authorization", "token"]
-                    .iter()
-                    .find_map(|key| p.get(*key).and_then(Value::as_str))
-            })
-            .and_then(auth::bearer_token)
-            .ok_or(Close(4403, "Forbidden"))?;
-        let viewer = self
-            .state
-            .app
-            .authenticate(token)
-            .await
-            .map_err(|_| Close(4403, "Forbidden"))?;
-        if let Err(err) = self
-            .state
-            .app
-            .users
-            .ensure(&self.state.app.db, &viewer)
-            .await
-        {
-            tracing::error!(error = %err, user = %viewer.user_id, "cannot refresh user row");
-            return Err(Close(4500, "Internal error"));
-        }
-        Ok(viewer)
     }
 
     /// Writes the frame of operation `id`, and the frames of any operation that already has
@@ -393,34 +314,10 @@ impl Connection {
         }
         socket.flush().await
     }
-
-    /// Whether this connection started more operations in the last second than any client
-    /// has reason to (a flood is closed with 4429 rather than answered message by message).
-    fn flooding(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        if now.duration_since(self.starts.0) >= Duration::from_secs(1) {
-            self.starts = (now, 0);
-        }
-        self.starts.1 += 1;
-        self.starts.1 > FLOOD_PER_SECOND
-    }
 }
 
 async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error> {
     socket.send(Message::Text(message.to_string().into())).await
-}
-
-/// Answers an operation start with an `error` message instead of running it.
-async fn refuse(socket: &mut WebSocket, id: &str, error: AppError) -> Result<(), Close> {
-    let Payload::Errors(errors) = Payload::error(error, &[]) else {
-        return Ok(());
-    };
-    let id = Value::String(id.to_owned());
-    let text = format!(r#"{{"type":"error","id":{id},"payload":{errors}}}"#);
-    socket
-        .send(Message::Text(text.into()))
-        .await
-        .map_err(|_| Close(1000, ""))
 }
 
 /// Sends our Close, then reads (and drops) what the client still sends until its Close, so
