@@ -74,6 +74,22 @@ pub async fn run(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
         ms(fan_out_ns),
         p99(&many.deliveries) as f64 / floor_ns.max(1) as f64
     );
+    // What the cores must do for one event whatever the server's own code costs: the
+    // kernel's part of the server's deliveries and the clients' reading, spread over the
+    // cores. 99% of an event's deliveries wait for at least 99% of it.
+    let unavoidable_ns =
+        ((many.kernel_per_delivery_us + many.clients_per_delivery_us) * 1000.0 * *n as f64 * 0.99
+            / cores as f64) as u64;
+    let bound_ns = percentile(&two.first_deliveries, 50.0) + unavoidable_ns;
+    println!(
+        "delivery p99 bound from CPU alone: first delivery p50 at 2 subscribers {} + (server kernel {:.1} + clients {:.1} µs per delivery) × {n} × 0.99 / {cores} cores {} = {} = {:.2}× the floor",
+        ms(percentile(&two.first_deliveries, 50.0)),
+        many.kernel_per_delivery_us,
+        many.clients_per_delivery_us,
+        ms(unavoidable_ns),
+        ms(bound_ns),
+        bound_ns as f64 / floor_ns.max(1) as f64
+    );
     println!(
         "first delivery p50: {} at 2 subscribers, {} at 100, {} at {n}",
         ms(percentile(&two.first_deliveries, 50.0)),

@@ -28,6 +28,8 @@ pub struct Outcome {
     pub cpu_per_delivery_us: f64,
     /// The part of it spent in the kernel (system time), µs.
     pub kernel_per_delivery_us: f64,
+    /// The bench's own CPU per delivery (the subscribers reading), µs.
+    pub clients_per_delivery_us: f64,
 }
 
 pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Result<Outcome> {
@@ -160,6 +162,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
 
     // Measure: open-loop mutations at the set rate.
     let cpu_before: Vec<(u64, u64)> = servers.iter().map(|s| cpu_split(s.pid())).collect();
+    let clients_before = cpu_split(std::process::id());
     let errors = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
@@ -202,6 +205,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     }
     let elapsed = started.elapsed();
     let cpu_after: Vec<(u64, u64)> = servers.iter().map(|s| cpu_split(s.pid())).collect();
+    let clients_after = cpu_split(std::process::id());
     for reader in readers {
         reader.abort();
     }
@@ -262,17 +266,23 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     );
     let cpu_per_delivery_us = cpu_ticks_used as f64 * 10_000.0 / got.max(1) as f64;
     let kernel_per_delivery_us = kernel_ticks as f64 * 10_000.0 / got.max(1) as f64;
+    // The bench's own CPU (its subscribers reading, plus the writer's few requests): the
+    // clients share the cores with the servers.
+    let clients_ticks = clients_after.0 + clients_after.1 - clients_before.0 - clients_before.1;
+    let clients_per_delivery_us = clients_ticks as f64 * 10_000.0 / got.max(1) as f64;
     println!(
         "server CPU: {:.2} s total, {cpu_per_delivery_us:.1} µs per delivery ({:.1} user + {kernel_per_delivery_us:.1} kernel)",
         cpu_ticks_used as f64 / 100.0,
         cpu_per_delivery_us - kernel_per_delivery_us,
     );
+    println!("clients (this bench) CPU: {clients_per_delivery_us:.1} µs per delivery");
     Ok(Outcome {
         deliveries: all,
         first_deliveries: firsts,
         answers,
         cpu_per_delivery_us,
         kernel_per_delivery_us,
+        clients_per_delivery_us,
     })
 }
 
