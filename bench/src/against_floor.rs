@@ -80,10 +80,11 @@ pub async fn run(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     let unavoidable_ns =
         ((many.kernel_per_delivery_us + many.clients_per_delivery_us) * 1000.0 * *n as f64 * 0.99
             / cores as f64) as u64;
-    let bound_ns = percentile(&two.first_deliveries, 50.0) + unavoidable_ns;
+    let first_p50 = percentile(&two.first_deliveries, 50.0);
+    let bound_ns = first_p50 + unavoidable_ns;
     println!(
         "delivery p99 bound from CPU alone: first delivery p50 at 2 subscribers {} + (server kernel {:.1} + clients {:.1} µs per delivery) × {n} × 0.99 / {cores} cores {} = {} = {:.2}× the floor",
-        ms(percentile(&two.first_deliveries, 50.0)),
+        ms(first_p50),
         many.kernel_per_delivery_us,
         many.clients_per_delivery_us,
         ms(unavoidable_ns),
@@ -92,7 +93,7 @@ pub async fn run(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     );
     println!(
         "first delivery p50: {} at 2 subscribers, {} at 100, {} at {n}",
-        ms(percentile(&two.first_deliveries, 50.0)),
+        ms(first_p50),
         ms(percentile(&hundred.first_deliveries, 50.0)),
         ms(percentile(&many.first_deliveries, 50.0)),
     );

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::server::{
-    cpu_split, gql, graphql_urls, owner_token, project_with_task, rss_kib, spawn_servers,
+    cpu_split, cpu_used, gql, graphql_urls, owner_token, project_with_task, rss_kib, spawn_servers,
 };
 use crate::stats::{ms, percentile, summary};
 use crate::{Args, Transport, raw, raw_sse};
@@ -230,16 +230,12 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     }
     all.sort_unstable();
     spreads.sort_unstable();
-    let kernel_ticks: u64 = cpu_before
+    let (user_ticks, kernel_ticks) = cpu_before
         .iter()
         .zip(&cpu_after)
-        .map(|(b, a)| a.1 - b.1)
-        .sum();
-    let cpu_ticks_used: u64 = cpu_before
-        .iter()
-        .zip(&cpu_after)
-        .map(|(b, a)| a.0 + a.1 - b.0 - b.1)
-        .sum::<u64>();
+        .map(|(before, after)| cpu_used(*before, *after))
+        .fold((0, 0), |sum, used| (sum.0 + used.0, sum.1 + used.1));
+    let cpu_ticks_used = user_ticks + kernel_ticks;
     println!(
         "mutations sent={} failed={} deliveries={}/{} in {:.1?}",
         expected_events,
@@ -268,7 +264,8 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let kernel_per_delivery_us = kernel_ticks as f64 * 10_000.0 / got.max(1) as f64;
     // The bench's own CPU (its subscribers reading, plus the writer's few requests): the
     // clients share the cores with the servers.
-    let clients_ticks = clients_after.0 + clients_after.1 - clients_before.0 - clients_before.1;
+    let (clients_user, clients_kernel) = cpu_used(clients_before, clients_after);
+    let clients_ticks = clients_user + clients_kernel;
     let clients_per_delivery_us = clients_ticks as f64 * 10_000.0 / got.max(1) as f64;
     println!(
         "server CPU: {:.2} s total, {cpu_per_delivery_us:.1} µs per delivery ({:.1} user + {kernel_per_delivery_us:.1} kernel)",

@@ -149,6 +149,14 @@ pub fn cpu_split(pid: u32) -> (u64, u64) {
     (get(11), get(12))
 }
 
+/// The (user, kernel) ticks used between two [`cpu_split`] readings.
+pub fn cpu_used(before: (u64, u64), after: (u64, u64)) -> (u64, u64) {
+    (
+        after.0.saturating_sub(before.0),
+        after.1.saturating_sub(before.1),
+    )
+}
+
 /// Resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -175,8 +175,8 @@ impl Connection {
         let shutdown = token.cancelled();
         tokio::pin!(shutdown);
         // One timer for the init timeout, then for the next ping or the token's expiry,
-        // whichever comes first: a connection wakes for each delivery, and every timer it
-        // holds is polled on every wake.
+        // whichever comes first: every connection holds it for its whole life, so one
+        // timer entry instead of three.
         let mut timers = Timers {
             keepalive: self.settings.keepalive,
             init: tokio::time::Instant::now() + self.settings.init_timeout,
