@@ -103,14 +103,35 @@ pub struct Args {
     /// The server binary (default: `tasknest` next to this binary).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// Threads the bench's own clients run on (default: one per core). With one, the
+    /// subscribers read every event one after another on one thread, and the last reader of
+    /// an event waits for the 999 before it: a cost of the load generator, not the server.
+    #[arg(long)]
+    pub client_threads: Option<usize>,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.floor {
         return floor::run(args.subscribers);
     }
+    let threads = args
+        .client_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let bin = match &args.server_bin {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()?
