@@ -6,10 +6,8 @@
 use async_graphql::Request;
 use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
-use axum::extract::FromRequestParts;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,7 +31,7 @@ pub async fn handle_get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if wants_upgrade {
-        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        return match super::ws::Upgrade::check(&mut parts, &super::ws::PROTOCOLS) {
             Ok(ws) => {
                 let request_id = parts
                     .headers

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
 use serde_json::{Value, json};
 
 use super::messages::{ClientMessage, Protocol};
+use super::socket::Socket;
 use super::{Close, Connection, FLOOD_PER_SECOND, send};
 use crate::auth::{self, Viewer};
 use crate::error::AppError;
@@ -18,7 +18,7 @@ impl Connection {
     pub(super) async fn handle(
         &mut self,
         message: ClientMessage,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
     ) -> Result<Option<tokio::time::Instant>, Close> {
         match message {
             ClientMessage::ConnectionInit { payload } => {
@@ -129,14 +129,11 @@ impl Connection {
 }
 
 /// Answers an operation start with an `error` message instead of running it.
-async fn refuse(socket: &mut WebSocket, id: &str, error: AppError) -> Result<(), Close> {
+async fn refuse(socket: &mut Socket, id: &str, error: AppError) -> Result<(), Close> {
     let Payload::Errors(errors) = Payload::error(error, &[]) else {
         return Ok(());
     };
     let id = Value::String(id.to_owned());
     let text = format!(r#"{{"type":"error","id":{id},"payload":{errors}}}"#);
-    socket
-        .send(Message::Text(text.into()))
-        .await
-        .map_err(|_| Close(1000, ""))
+    socket.send_text(&text).await.map_err(|_| Close(1000, ""))
 }

@@ -1,4 +1,4 @@
-//! TaskNest's graphql-ws protocol layer on axum's WebSocket.
+//! TaskNest's graphql-ws protocol layer, on a WebSocket of its own (`upgrade`, `socket`).
 //!
 //! Speaks `graphql-transport-ws` (the graphql-ws library) and the legacy `graphql-ws`
 //! (subscriptions-transport-ws), chosen by `Sec-WebSocket-Protocol`, and executes operations
@@ -15,15 +15,15 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sync_wrapper::SyncWrapper;
 use tokio_stream::StreamMap;
 use tracing::Instrument;
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
 
 use crate::auth::Viewer;
 
@@ -32,12 +32,16 @@ use connections::ConnectionSlot;
 use gate::Gate;
 use messages::{ClientMessage, Protocol};
 use operation::{Frame, Operation};
+use socket::Socket;
+pub use upgrade::Upgrade;
 
 mod client;
 pub mod connections;
 mod gate;
 mod messages;
 mod operation;
+mod socket;
+mod upgrade;
 
 /// The two subprotocols, in the server's order of preference.
 pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -58,25 +62,32 @@ pub struct WsSettings {
     pub keepalive: Duration,
 }
 
-/// Accepts the upgrade with deliberately small buffers: tungstenite zero-fills a 128 KiB
-/// read buffer per socket by default, which thousands of idle sockets cannot afford.
-pub fn upgrade(ws: WebSocketUpgrade, state: HttpState, request_id: String) -> Response {
-    let ws = ws
-        .protocols(PROTOCOLS)
-        .read_buffer_size(512)
-        .write_buffer_size(4 * 1024)
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE);
-    let protocol = match ws.selected_protocol().map(|p| p.as_bytes()) {
-        Some(b"graphql-ws") => Protocol::Legacy,
+/// Answers a checked upgrade request with 101 and serves the connection once hyper hands
+/// it over, on the fan-out's runtime, where everything it starts runs too.
+pub fn upgrade(upgrade: Upgrade, state: HttpState, request_id: String) -> Response {
+    let response = upgrade.response();
+    let protocol = match upgrade.protocol {
+        Some("graphql-ws") => Protocol::Legacy,
         _ => Protocol::TransportWs,
     };
-    ws.on_upgrade(move |socket| async move {
-        let runtime = state.app.realtime.runtime.clone();
-        let connection = Connection::new(state, protocol, request_id).run(socket);
-        // On the fan-out's runtime, where everything it starts runs too.
-        drop(runtime.spawn(connection));
-    })
+    let runtime = state.app.realtime.runtime.clone();
+    drop(runtime.spawn(async move {
+        let upgraded = match upgrade.on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(error = %err, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let socket = Socket::new(
+            hyper_util::rt::TokioIo::new(upgraded),
+            socket::config(MAX_MESSAGE),
+        );
+        Connection::new(state, protocol, request_id)
+            .run(socket)
+            .await;
+    }));
+    response
 }
 
 /// The gates of a connection's loop, one per branch that can wake it.
@@ -162,14 +173,14 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut socket: WebSocket) {
+    async fn run(mut self, mut socket: Socket) {
         let metrics = self.state.app.metrics.clone();
         metrics.ws_connections.inc();
         self.serve(&mut socket).await;
         metrics.ws_connections.dec();
     }
 
-    async fn serve(&mut self, socket: &mut WebSocket) {
+    async fn serve(&mut self, socket: &mut Socket) {
         // Made once, not on every turn of the loop (each would register a new waiter).
         let token = self.state.app.shutdown.clone();
         let shutdown = token.cancelled();
@@ -223,10 +234,10 @@ impl Connection {
                             break Close(4403, "Token expired");
                         }
                         let ping = match self.protocol {
-                            Protocol::TransportWs => json!({ "type": "ping" }),
-                            Protocol::Legacy => json!({ "type": "ka" }),
+                            Protocol::TransportWs => r#"{"type":"ping"}"#,
+                            Protocol::Legacy => r#"{"type":"ka"}"#,
                         };
-                        if send(socket, &ping).await.is_err() {
+                        if socket.send_text(ping).await.is_err() {
                             break Close(1000, "");
                         }
                         timers.ping = Some(now + timers.keepalive);
@@ -246,7 +257,7 @@ impl Connection {
                     let text = match message {
                         Message::Text(text) => text,
                         Message::Close(_) => break Close(1000, ""),
-                        Message::Ping(_) | Message::Pong(_) => continue,
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                         Message::Binary(_) => break Close(4400, "Binary frames are not supported"),
                     };
                     let parsed = match serde_json::from_str::<ClientMessage>(text.as_str()) {
@@ -284,11 +295,11 @@ impl Connection {
     /// catching up, costs one system call rather than one per message.
     async fn write_ready(
         &mut self,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
         gate: &Gate,
         id: String,
         frame: Frame,
-    ) -> Result<(), axum::Error> {
+    ) -> std::io::Result<()> {
         let mut next = Some((id, frame));
         let mut written = 0;
         while let Some((id, frame)) = next.take() {
@@ -296,7 +307,7 @@ impl Connection {
                 // Over once written: the client may reuse the id as soon as it reads this.
                 self.operations.remove(&id);
             }
-            socket.feed(Message::Text(frame.text.into())).await?;
+            socket.queue_text(&[frame.text.as_bytes()]);
             written += 1;
             // Bounded, so a connection that always has more to send still reads its socket.
             // Polled with the task's waker through the gate: a pending answer registers the
@@ -316,20 +327,20 @@ impl Connection {
     }
 }
 
-async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error> {
-    socket.send(Message::Text(message.to_string().into())).await
+async fn send(socket: &mut Socket, message: &Value) -> std::io::Result<()> {
+    socket.send_text(&message.to_string()).await
 }
 
 /// Sends our Close, then reads (and drops) what the client still sends until its Close, so
 /// that unread data does not turn our close into a reset that hides the close code.
-async fn close_handshake(socket: &mut WebSocket, close: Close) {
+async fn close_handshake(socket: &mut Socket, close: Close) {
     let frame = (close.0 != 1000 || !close.1.is_empty()).then(|| CloseFrame {
-        code: close.0,
+        code: close.0.into(),
         reason: close.1.into(),
     });
-    if socket.send(Message::Close(frame)).await.is_ok() {
+    if socket.close(frame).await.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(message)) = socket.recv().await {
+            while let Some(Ok(message)) = socket.next().await {
                 if matches!(message, Message::Close(_)) {
                     break;
                 }
