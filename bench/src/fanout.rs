@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
+use crate::readers::{Readers, Subscriber};
 use crate::server::{
     cpu_split, cpu_used, gql, graphql_urls, owner_token, project_with_task, rss_kib, spawn_servers,
 };
@@ -70,44 +71,23 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
             .map(|_| AtomicU64::new(0))
             .collect(),
     );
-    let first_seen: Arc<Vec<AtomicU64>> = Arc::new(
-        (0..expected_events + 1)
-            .map(|_| AtomicU64::new(u64::MAX))
-            .collect(),
-    );
-    let last_seen: Arc<Vec<AtomicU64>> = Arc::new(
-        (0..expected_events + 1)
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-    );
-    let warmed = Arc::new(AtomicUsize::new(0));
-    let delivered = Arc::new(AtomicUsize::new(0));
     let connect_started = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(200));
-    let mut readers = Vec::new();
-    let mut all_samples = Vec::new();
+    let mut subscribers = Vec::with_capacity(args.subscribers);
     let token = owner.clone();
     for i in 0..args.subscribers {
         let port = servers[i % servers.len()].port;
         let permit = semaphore.clone().acquire_owned().await?;
-        let socket = connect(args.transport, port, &token, &project)
+        let subscriber = connect(args.transport, port, &token, &project)
             .await
             .with_context(|| format!("subscriber {i}"))?;
         drop(permit);
-        let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(expected_events)));
-        all_samples.push(samples.clone());
-        let ctx = Reader {
-            samples,
-            sent: sent.clone(),
-            first_seen: first_seen.clone(),
-            last_seen: last_seen.clone(),
-            warmed: warmed.clone(),
-            delivered: delivered.clone(),
-            clock,
-            expected: expected_events,
-        };
-        readers.push(tokio::spawn(ctx.run(socket)));
+        subscribers.push(subscriber);
     }
+    let threads = args
+        .client_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let readers = Readers::start(subscribers, threads, clock, expected_events)?;
     println!(
         "connected {} subscribers in {:.1?}",
         args.subscribers,
@@ -120,7 +100,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut next_warm_up = Instant::now();
     let mut warm_ups = 0.0;
-    while warmed.load(Ordering::Relaxed) < args.subscribers {
+    while readers.warmed() < args.subscribers {
         if Instant::now() >= next_warm_up {
             // A new position and clientMutationId each time: restating the current position
             // is no change, and a repeated clientMutationId is a retry; neither is an event.
@@ -138,7 +118,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         if Instant::now() > deadline {
             bail!(
                 "only {} of {} subscribers live after 60 s",
-                warmed.load(Ordering::Relaxed),
+                readers.warmed(),
                 args.subscribers
             );
         }
@@ -157,6 +137,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         );
     }
     if args.idle {
+        readers.finish()?;
         return Ok(Outcome::default());
     }
 
@@ -200,34 +181,33 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     answers.sort_unstable();
     let want = expected_events * args.subscribers;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while delivered.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+    while readers.delivered() < want && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
     let cpu_after: Vec<(u64, u64)> = servers.iter().map(|s| cpu_split(s.pid())).collect();
     let clients_after = cpu_split(std::process::id());
-    for reader in readers {
-        reader.abort();
+    let samples = readers.finish()?;
+    // Latency per delivery: read time minus send time; per event, its first and last read.
+    let got = samples.len();
+    let mut first_seen = vec![u64::MAX; expected_events + 1];
+    let mut last_seen = vec![0; expected_events + 1];
+    let mut all: Vec<u64> = Vec::with_capacity(got);
+    for sample in &samples {
+        let n = sample.event as usize;
+        first_seen[n] = first_seen[n].min(sample.at);
+        last_seen[n] = last_seen[n].max(sample.at);
+        all.push(sample.at.saturating_sub(sent[n].load(Ordering::Relaxed)));
     }
-    // Latency per delivery: receive time (kept as the per-event spread) minus send time.
-    let got = delivered.load(Ordering::Relaxed);
     let mut spreads = Vec::new();
     let mut firsts = Vec::new();
     for n in 1..=expected_events {
-        let first = first_seen[n].load(Ordering::Relaxed);
-        let last = last_seen[n].load(Ordering::Relaxed);
-        if first != u64::MAX {
-            spreads.push(last.saturating_sub(first));
-            firsts.push(first.saturating_sub(sent[n].load(Ordering::Relaxed)));
+        if first_seen[n] != u64::MAX {
+            spreads.push(last_seen[n] - first_seen[n]);
+            firsts.push(first_seen[n].saturating_sub(sent[n].load(Ordering::Relaxed)));
         }
     }
     firsts.sort_unstable();
-    let mut all: Vec<u64> = Vec::with_capacity(want);
-    for samples in &all_samples {
-        if let Ok(samples) = samples.lock() {
-            all.extend_from_slice(&samples);
-        }
-    }
     all.sort_unstable();
     spreads.sort_unstable();
     let (user_ticks, kernel_ticks) = cpu_before
@@ -287,82 +267,20 @@ const UPDATE: &str = "mutation($id: ID!, $p: Float!, $c: String) { updateTask(id
 const SUBSCRIPTION: &str =
     "subscription($p: ID!) { projectEvents(projectId: $p) { seq clientMutationId } }";
 
-/// A subscriber's connection, on either transport.
-enum Socket {
-    Ws(raw::RawSocket),
-    Sse(raw_sse::RawSse),
-}
-
-impl Socket {
-    async fn next_text(&mut self) -> anyhow::Result<String> {
-        match self {
-            Self::Ws(socket) => socket.next_text().await,
-            Self::Sse(stream) => stream.next_text().await,
-        }
-    }
-}
-
+/// Connects one subscriber and subscribes it to the project's events.
 async fn connect(
     transport: Transport,
     port: u16,
     token: &str,
     project: &str,
-) -> anyhow::Result<Socket> {
+) -> anyhow::Result<Subscriber> {
     let variables = json!({ "p": project });
-    Ok(match transport {
-        Transport::Ws => {
-            Socket::Ws(raw::RawSocket::open(port, token, SUBSCRIPTION, variables).await?)
-        }
-        Transport::Sse => {
-            Socket::Sse(raw_sse::RawSse::open(port, token, SUBSCRIPTION, variables).await?)
-        }
-    })
-}
-
-struct Reader {
-    samples: Arc<std::sync::Mutex<Vec<u64>>>,
-    sent: Arc<Vec<AtomicU64>>,
-    first_seen: Arc<Vec<AtomicU64>>,
-    last_seen: Arc<Vec<AtomicU64>>,
-    warmed: Arc<AtomicUsize>,
-    delivered: Arc<AtomicUsize>,
-    clock: Instant,
-    expected: usize,
-}
-
-impl Reader {
-    async fn run(self, mut socket: Socket) {
-        let mut warm = false;
-        while let Ok(text) = socket.next_text().await {
-            let now = self.clock.elapsed().as_nanos() as u64;
-            // A cheap scan instead of a JSON parse: the bench shares the CPU with the servers.
-            let Some(at) = text.find("\"clientMutationId\":\"") else {
-                continue;
-            };
-            let rest = &text[at + 20..];
-            if rest.starts_with('w') {
-                if !warm {
-                    warm = true;
-                    self.warmed.fetch_add(1, Ordering::Relaxed);
-                }
-                continue;
-            }
-            let Some(n) = rest
-                .strip_prefix('m')
-                .and_then(|r| r.split('"').next())
-                .and_then(|n| n.parse::<usize>().ok())
-            else {
-                continue;
-            };
-            if n > self.expected {
-                continue;
-            }
-            self.first_seen[n].fetch_min(now, Ordering::Relaxed);
-            self.last_seen[n].fetch_max(now, Ordering::Relaxed);
-            if let Ok(mut samples) = self.samples.lock() {
-                samples.push(now.saturating_sub(self.sent[n].load(Ordering::Relaxed)));
-            }
-            self.delivered.fetch_add(1, Ordering::Relaxed);
-        }
+    match transport {
+        Transport::Ws => raw::RawSocket::open(port, token, SUBSCRIPTION, variables)
+            .await?
+            .into_subscriber(),
+        Transport::Sse => raw_sse::RawSse::open(port, token, SUBSCRIPTION, variables)
+            .await?
+            .into_subscriber(),
     }
 }

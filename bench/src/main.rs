@@ -19,6 +19,7 @@ mod fanout;
 mod floor;
 mod raw;
 mod raw_sse;
+mod readers;
 mod scale;
 mod server;
 mod soak;
@@ -103,9 +104,10 @@ pub struct Args {
     /// The server binary (default: `tasknest` next to this binary).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
-    /// Threads the bench's own clients run on (default: one per core). With one, the
-    /// subscribers read every event one after another on one thread, and the last reader of
-    /// an event waits for the 999 before it: a cost of the load generator, not the server.
+    /// Threads the fan-out's subscribers are read on (and the bench's runtime has; default:
+    /// one per core). With one, every event's deliveries are read one after another, and the
+    /// last reader of an event waits for the 999 before it: a cost of the load generator,
+    /// not of the server.
     #[arg(long)]
     pub client_threads: Option<usize>,
 }

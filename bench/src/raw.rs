@@ -57,6 +57,13 @@ impl Inbox {
         }
     }
 
+    /// The socket as a blocking-API stream (left non-blocking) and the bytes not used yet,
+    /// for a reader thread.
+    pub fn into_parts(self) -> anyhow::Result<(std::net::TcpStream, Vec<u8>)> {
+        let unread = self.unread().to_vec();
+        Ok((self.stream.into_std()?, unread))
+    }
+
     /// Reads until the response head is complete; returns it and consumes it.
     pub async fn head(&mut self) -> anyhow::Result<String> {
         loop {
@@ -107,6 +114,16 @@ impl RawSocket {
         let subscribe = json!({ "type": "subscribe", "id": "1", "payload": { "query": query, "variables": variables } });
         socket.send(&subscribe.to_string()).await?;
         Ok(socket)
+    }
+
+    /// The connection for a reader thread of [`readers`](crate::readers).
+    pub fn into_subscriber(self) -> anyhow::Result<crate::readers::Subscriber> {
+        let (stream, unread) = self.inbox.into_parts()?;
+        Ok(crate::readers::Subscriber {
+            stream,
+            unread,
+            framing: crate::readers::Framing::Ws,
+        })
     }
 
     /// Sends one masked text frame (clients must mask; a zero key keeps it cheap).

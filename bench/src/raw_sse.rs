@@ -1,9 +1,9 @@
 //! A deliberately minimal GraphQL-over-SSE subscriber on a raw TCP socket, the counterpart
 //! of [`raw`](crate::raw) for `--transport sse`: one `POST` with `Accept: text/event-stream`,
-//! then the chunked body read chunk by chunk with no SSE or JSON parsing (the server writes
-//! each event as one chunk).
+//! then the chunked body is read chunk by chunk by [`readers`](crate::readers), with no SSE
+//! or JSON parsing (the server writes each event as one chunk).
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -39,35 +39,13 @@ impl RawSse {
         Ok(Self { inbox })
     }
 
-    /// The next chunk of the body: one event, or a heartbeat comment.
-    pub async fn next_text(&mut self) -> anyhow::Result<String> {
-        loop {
-            if let Some(chunk) = self.chunk()? {
-                return Ok(chunk);
-            }
-            self.inbox.fill().await?;
-        }
-    }
-
-    /// Parses one complete chunk from the buffer, if there is one.
-    fn chunk(&mut self) -> anyhow::Result<Option<String>> {
-        let data = self.inbox.unread();
-        let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let size = std::str::from_utf8(&data[..line_end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
-            .context("bad chunk size")?;
-        if size == 0 {
-            bail!("the stream ended");
-        }
-        let body = line_end + 2;
-        if data.len() < body + size + 2 {
-            return Ok(None);
-        }
-        let text = String::from_utf8_lossy(&data[body..body + size]).into_owned();
-        self.inbox.consume(body + size + 2);
-        Ok(Some(text))
+    /// The stream for a reader thread of [`readers`](crate::readers).
+    pub fn into_subscriber(self) -> anyhow::Result<crate::readers::Subscriber> {
+        let (stream, unread) = self.inbox.into_parts()?;
+        Ok(crate::readers::Subscriber {
+            stream,
+            unread,
+            framing: crate::readers::Framing::Sse,
+        })
     }
 }
