@@ -10,51 +10,80 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
 /// Whether a branch has something to look at, and the task to wake when it has.
 pub(super) struct Gate {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+    /// This gate's bit in `Shared::open`.
+    bit: u8,
     /// The waker the branch is polled with: it opens the gate, then wakes the task.
     waker: Waker,
 }
 
-struct Inner {
-    open: AtomicBool,
+/// What the gates of one task share: one cache line that a poll of all of them touches,
+/// rather than one line per gate (each a likely cache miss, once per delivery).
+struct Shared {
+    /// One bit per gate: set when its branch was woken (or must be looked at).
+    open: AtomicU8,
     task: AtomicWaker,
 }
 
-impl Wake for Inner {
+/// The waker of one gate.
+struct GateWaker {
+    shared: Arc<Shared>,
+    bit: u8,
+}
+
+impl Wake for GateWaker {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.open.store(true, Ordering::Release);
-        self.task.wake();
+        self.shared.open.fetch_or(self.bit, Ordering::Release);
+        self.shared.task.wake();
     }
 }
 
 impl Default for Gate {
-    /// An open gate: the branch is polled at least once, which registers its waker.
+    /// An open gate of its own: the branch is polled at least once, which registers its
+    /// waker.
     fn default() -> Self {
-        let inner = Arc::new(Inner {
-            open: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        let waker = Waker::from(inner.clone());
-        Self { inner, waker }
+        let [gate] = Gate::set();
+        gate
     }
 }
 
 impl Gate {
+    /// `N` open gates for the branches of one task (at most 8).
+    pub(super) fn set<const N: usize>() -> [Gate; N] {
+        const { assert!(N <= 8, "one bit per gate") };
+        let shared = Arc::new(Shared {
+            open: AtomicU8::new(u8::MAX),
+            task: AtomicWaker::new(),
+        });
+        std::array::from_fn(|i| {
+            let bit = 1 << i;
+            let waker = Waker::from(Arc::new(GateWaker {
+                shared: shared.clone(),
+                bit,
+            }));
+            Gate {
+                shared: shared.clone(),
+                bit,
+                waker,
+            }
+        })
+    }
+
     /// Opens the gate without a wake-up, for a branch that changed under the task (an
     /// operation added, a timer moved): it has registered nothing for its new state yet.
     pub(super) fn open(&self) {
-        self.inner.open.store(true, Ordering::Release);
+        self.shared.open.fetch_or(self.bit, Ordering::Release);
     }
 
     /// Runs `poll` with the gate's waker if the gate is open; `Pending` otherwise.
@@ -63,11 +92,13 @@ impl Gate {
         cx: &mut Context<'_>,
         poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
-        self.inner.task.register(cx.waker());
-        // Closed before polling, so that a wake-up during the poll leaves it open.
-        if !self.inner.open.swap(false, Ordering::AcqRel) {
+        self.shared.task.register(cx.waker());
+        // A load first: a closed gate, the common case, then costs no write.
+        if self.shared.open.load(Ordering::Acquire) & self.bit == 0 {
             return Poll::Pending;
         }
+        // Closed before polling, so that a wake-up during the poll leaves it open.
+        self.shared.open.fetch_and(!self.bit, Ordering::AcqRel);
         let result = poll(&mut Context::from_waker(&self.waker));
         if result.is_ready() {
             self.open();
@@ -101,7 +132,7 @@ impl<F: Future + Unpin> Future for Gated<'_, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     /// Counts its polls; ready once `ready` is set.
     struct Probe {
@@ -169,6 +200,36 @@ mod tests {
         gate.open();
         let _ = poll_once(&gate, &mut probe, &mut cx);
         assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn gates_of_one_set_open_and_close_each_on_its_own() {
+        let [a, b, c] = Gate::set();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let mut probes: Vec<Probe> = (0..3)
+            .map(|_| Probe {
+                polls: polls.clone(),
+                ready: Arc::new(AtomicBool::new(false)),
+            })
+            .collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        let gates = [&a, &b, &c];
+        let mut poll_all = |probes: &mut Vec<Probe>| {
+            for (gate, probe) in gates.iter().zip(probes.iter_mut()) {
+                let _ = poll_once(gate, probe, &mut cx);
+            }
+        };
+        poll_all(&mut probes);
+        assert_eq!(polls.load(Ordering::SeqCst), 3, "all start open");
+        b.waker.wake_by_ref();
+        poll_all(&mut probes);
+        assert_eq!(polls.load(Ordering::SeqCst), 4, "only b was woken");
+        c.open();
+        a.waker.wake_by_ref();
+        poll_all(&mut probes);
+        assert_eq!(polls.load(Ordering::SeqCst), 6, "a and c");
+        poll_all(&mut probes);
+        assert_eq!(polls.load(Ordering::SeqCst), 6, "none");
     }
 
     #[tokio::test]

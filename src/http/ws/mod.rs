@@ -91,12 +91,22 @@ pub fn upgrade(upgrade: Upgrade, state: HttpState, request_id: String) -> Respon
 }
 
 /// The gates of a connection's loop, one per branch that can wake it.
-#[derive(Default)]
 struct Gates {
     /// Shutdown, the timer and token revocation: rare, so they share one gate.
     control: Gate,
     operations: Gate,
     socket: Gate,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        let [control, operations, socket] = Gate::set();
+        Self {
+            control,
+            operations,
+            socket,
+        }
+    }
 }
 
 /// What a connection wakes for, other than a frame to send or a client message.
@@ -307,7 +317,7 @@ impl Connection {
                 // Over once written: the client may reuse the id as soon as it reads this.
                 self.operations.remove(&id);
             }
-            socket.queue_text(&[frame.text.as_bytes()]);
+            socket.queue_text(&frame.text.parts());
             written += 1;
             // Bounded, so a connection that always has more to send still reads its socket.
             // Polled with the task's waker through the gate: a pending answer registers the

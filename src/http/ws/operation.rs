@@ -7,6 +7,7 @@
 //! writes it, and the frames of several operations ready together go out in one write.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use async_graphql::Request;
@@ -22,9 +23,29 @@ use crate::http::payload::Payload;
 
 /// A message of an operation for the client.
 pub(super) struct Frame {
-    pub(super) text: String,
+    pub(super) text: Text,
     /// The operation's last message (`complete` or `error`): it is over once written.
     pub(super) last: bool,
+}
+
+/// A frame's text, in the parts it is written from.
+pub(super) enum Text {
+    /// A result: the operation's prefix (up to the payload key), the serialized payload
+    /// (shared by every subscriber of an execution), then `}`. Written straight from the
+    /// parts, with no copy made for each subscriber.
+    Next { prefix: Arc<str>, payload: Arc<str> },
+    /// Any other message, made whole.
+    Whole(String),
+}
+
+impl Text {
+    /// The parts that, one after the other, make the text.
+    pub(super) fn parts(&self) -> [&[u8]; 3] {
+        match self {
+            Self::Next { prefix, payload } => [prefix.as_bytes(), payload.as_bytes(), b"}"],
+            Self::Whole(text) => [text.as_bytes(), b"", b""],
+        }
+    }
 }
 
 /// A running operation: its frames; counted in `active_subscriptions` while it lives
@@ -126,7 +147,7 @@ struct Frames {
     /// The operation id as a JSON string.
     id: String,
     /// Everything of a `next` frame before the payload, made once.
-    prefix: String,
+    prefix: Arc<str>,
     done: bool,
 }
 
@@ -137,7 +158,7 @@ impl Frames {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
-        let prefix = format!("{{\"type\":\"{kind}\",\"id\":{id},\"payload\":");
+        let prefix = format!("{{\"type\":\"{kind}\",\"id\":{id},\"payload\":").into();
         Self {
             deliveries,
             id,
@@ -148,7 +169,10 @@ impl Frames {
 
     fn last(&mut self, text: String) -> Frame {
         self.done = true;
-        Frame { text, last: true }
+        Frame {
+            text: Text::Whole(text),
+            last: true,
+        }
     }
 }
 
@@ -165,7 +189,10 @@ impl Stream for Frames {
                 payload: Payload::Result(json),
                 ..
             }) => Frame {
-                text: next_frame(&this.prefix, &json),
+                text: Text::Next {
+                    prefix: this.prefix.clone(),
+                    payload: json,
+                },
                 last: false,
             },
             Some(Delivery {
@@ -182,13 +209,4 @@ impl Stream for Frames {
         };
         Poll::Ready(Some(frame))
     }
-}
-
-/// A `next` (or `data`) frame: `prefix` (up to the payload key), then the payload.
-fn next_frame(prefix: &str, payload: &str) -> String {
-    let mut text = String::with_capacity(prefix.len() + payload.len() + 1);
-    text.push_str(prefix);
-    text.push_str(payload);
-    text.push('}');
-    text
 }
