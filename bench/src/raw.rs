@@ -9,6 +9,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::readers::{Framing, Subscriber};
+
 /// A connection's socket and the bytes read from it but not yet used.
 pub struct Inbox {
     pub stream: TcpStream,
@@ -57,11 +59,15 @@ impl Inbox {
         }
     }
 
-    /// The socket as a blocking-API stream (left non-blocking) and the bytes not used yet,
-    /// for a reader thread.
-    pub fn into_parts(self) -> anyhow::Result<(std::net::TcpStream, Vec<u8>)> {
+    /// The connection, with the bytes not used yet, for a reader thread of
+    /// [`readers`](crate::readers).
+    pub fn into_subscriber(self, framing: Framing) -> anyhow::Result<Subscriber> {
         let unread = self.unread().to_vec();
-        Ok((self.stream.into_std()?, unread))
+        Ok(Subscriber {
+            stream: self.stream.into_std()?,
+            unread,
+            framing,
+        })
     }
 
     /// Reads until the response head is complete; returns it and consumes it.
@@ -117,13 +123,8 @@ impl RawSocket {
     }
 
     /// The connection for a reader thread of [`readers`](crate::readers).
-    pub fn into_subscriber(self) -> anyhow::Result<crate::readers::Subscriber> {
-        let (stream, unread) = self.inbox.into_parts()?;
-        Ok(crate::readers::Subscriber {
-            stream,
-            unread,
-            framing: crate::readers::Framing::Ws,
-        })
+    pub fn into_subscriber(self) -> anyhow::Result<Subscriber> {
+        self.inbox.into_subscriber(Framing::Ws)
     }
 
     /// Sends one masked text frame (clients must mask; a zero key keeps it cheap).

@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::raw::Inbox;
+use crate::readers::{Framing, Subscriber};
 
 /// An open event stream with its read buffer.
 pub struct RawSse {
@@ -40,12 +41,7 @@ impl RawSse {
     }
 
     /// The stream for a reader thread of [`readers`](crate::readers).
-    pub fn into_subscriber(self) -> anyhow::Result<crate::readers::Subscriber> {
-        let (stream, unread) = self.inbox.into_parts()?;
-        Ok(crate::readers::Subscriber {
-            stream,
-            unread,
-            framing: crate::readers::Framing::Sse,
-        })
+    pub fn into_subscriber(self) -> anyhow::Result<Subscriber> {
+        self.inbox.into_subscriber(Framing::Sse)
     }
 }
