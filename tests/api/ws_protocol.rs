@@ -114,6 +114,52 @@ async fn ping_gets_pong_and_the_server_pings_idle_clients() {
 }
 
 #[tokio::test]
+async fn a_websocket_ping_frame_is_answered_with_its_pong() {
+    // A protocol-level ping (RFC 6455 §5.5.2), which proxies and browsers send to check a
+    // connection, unlike graphql-ws's JSON ping: the server answers it even with nothing
+    // else to send, and carries on.
+    let app = spawn_app().await;
+    let mut ws = app.ws(&app.token("alice")).await;
+    ws.send_raw(Message::Ping(b"are you there"[..].into()))
+        .await;
+    assert_eq!(
+        ws.next_frame().await,
+        Message::Pong(b"are you there"[..].into())
+    );
+    ws.send(json!({ "type": "ping" })).await;
+    assert_eq!(ws.next().await, Some(json!({ "type": "pong" })));
+}
+
+#[tokio::test]
+async fn a_bad_upgrade_request_is_refused_with_400_and_the_reason() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let mut socket = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /graphql HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade, close\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        app.addr
+    );
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        socket.read_to_string(&mut response),
+    )
+    .await
+    .expect("an answer")
+    .expect("read");
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(
+        response.ends_with("`Sec-WebSocket-Key` header missing"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
 async fn the_legacy_graphql_ws_protocol_streams_events_too() {
     let app = spawn_app().await;
     let alice = app.token("alice");

@@ -181,6 +181,15 @@ impl WsClient {
 
 impl WsClient {
     /// The `type` of the next text message, keep-alives included.
+    /// The next WebSocket frame of any kind, as the client library decoded it.
+    pub async fn next_frame(&mut self) -> Message {
+        tokio::time::timeout(WAIT, self.socket.next())
+            .await
+            .expect("a frame within the wait")
+            .expect("the socket is open")
+            .expect("a well-formed frame")
+    }
+
     pub async fn next_raw_type(&mut self) -> Option<String> {
         let message = self.next_message(false, WAIT).await.ok()?;
         message["type"].as_str().map(str::to_owned)
