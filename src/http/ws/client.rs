@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::messages::{ClientMessage, Protocol};
 use super::socket::Socket;
-use super::{Close, Connection, FLOOD_PER_SECOND, send};
+use super::{Close, Connection, FLOOD_PER_SECOND};
 use crate::auth::{self, Viewer};
 use crate::error::AppError;
 use crate::http::payload::Payload;
@@ -126,6 +126,11 @@ impl Connection {
         self.starts.1 += 1;
         self.starts.1 > FLOOD_PER_SECOND
     }
+}
+
+/// Sends one JSON message now.
+async fn send(socket: &mut Socket, message: &Value) -> std::io::Result<()> {
+    socket.send_text(&message.to_string()).await
 }
 
 /// Answers an operation start with an `error` message instead of running it.

@@ -49,15 +49,6 @@ impl Wake for GateWaker {
     }
 }
 
-impl Default for Gate {
-    /// An open gate of its own: the branch is polled at least once, which registers its
-    /// waker.
-    fn default() -> Self {
-        let [gate] = Gate::set();
-        gate
-    }
-}
-
 impl Gate {
     /// `N` open gates for the branches of one task (at most 8).
     pub(super) fn set<const N: usize>() -> [Gate; N] {
@@ -159,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_gated_future_is_polled_again_only_after_its_waker_fired() {
-        let gate = Gate::default();
+        let [gate] = Gate::set();
         let polls = Arc::new(AtomicUsize::new(0));
         let ready = Arc::new(AtomicBool::new(false));
         let mut probe = Probe {
@@ -189,7 +180,7 @@ mod tests {
 
     #[test]
     fn opening_the_gate_polls_the_branch_without_a_wake_up() {
-        let gate = Gate::default();
+        let [gate] = Gate::set();
         let polls = Arc::new(AtomicUsize::new(0));
         let mut probe = Probe {
             polls: polls.clone(),
@@ -234,7 +225,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_wake_up_of_the_branch_wakes_the_task() {
-        let gate = Arc::new(Gate::default());
+        let [gate] = Gate::set();
+        let gate = Arc::new(gate);
         let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
         let mut rx = rx;
         let waiting = {

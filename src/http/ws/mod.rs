@@ -18,7 +18,6 @@ use std::time::Duration;
 use axum::response::Response;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use serde_json::Value;
 use sync_wrapper::SyncWrapper;
 use tokio_stream::StreamMap;
 use tracing::Instrument;
@@ -335,10 +334,6 @@ impl Connection {
         }
         socket.flush().await
     }
-}
-
-async fn send(socket: &mut Socket, message: &Value) -> std::io::Result<()> {
-    socket.send_text(&message.to_string()).await
 }
 
 /// Sends our Close, then reads (and drops) what the client still sends until its Close, so
