@@ -67,6 +67,7 @@ pub struct Metrics {
     pub bus_events_received: Counter,
     pub commit_to_delivery: Histogram,
     pub gap_repairs: Counter,
+    pub subscribers_behind: Counter,
     pub redis_up: Gauge,
     pub database_up: Gauge,
     pub db_statements: Counter<u64, AtomicU64>,
@@ -94,6 +95,7 @@ impl Default for Metrics {
             bus_events_received: Counter::default(),
             commit_to_delivery: latency(),
             gap_repairs: Counter::default(),
+            subscribers_behind: Counter::default(),
             redis_up: Gauge::default(),
             database_up: Gauge::default(),
             db_statements: Counter::default(),
@@ -164,6 +166,11 @@ impl Default for Metrics {
             "gap_repairs",
             "Events fetched from the log to fill gaps the bus left",
             metrics.gap_repairs.clone(),
+        );
+        registry.register(
+            "subscribers_behind",
+            "Shared subscribers that went on with an execution of their own (they fell behind, or their group ended first)",
+            metrics.subscribers_behind.clone(),
         );
         registry.register(
             "redis_up",

@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use tracing::Instrument;
 
 use super::HttpState;
-use super::multiplex::GroupKey;
+use super::multiplex::{GroupKey, Left, Output};
 use super::payload::Payload;
 use crate::auth::{Authentication, Viewer};
 use crate::entities::project_members::Role;
@@ -32,18 +32,22 @@ pub struct Delivery {
 }
 
 /// The results of `request` for `authentication`; the stream's end means `complete`. A
-/// `projectEvents` subscription resumes after `resume_after` when given.
+/// `projectEvents` subscription resumes after `resume_after` when given. With `direct`, a
+/// shared execution writes the results it shares straight to that output rather than
+/// yielding them; the stream then yields only what the connection must write itself (a
+/// final error, or the results of an execution of its own after falling behind).
 pub fn run(
     state: &HttpState,
     mut request: Request,
     authentication: Authentication,
     resume_after: Option<i64>,
+    direct: Option<Output>,
 ) -> BoxStream<'static, Delivery> {
     if let (Authentication::Viewer(viewer), None) = (&authentication, resume_after) {
         let key =
             document::analyze(&mut request).and_then(|analysis| GroupKey::of(&request, &analysis));
         if let Some(key) = key {
-            return shared(state.clone(), key, viewer.clone()).boxed();
+            return shared(state.clone(), key, viewer.clone(), direct).boxed();
         }
     }
     own(
@@ -103,13 +107,15 @@ impl<S: Stream + Unpin> Stream for InSpan<S> {
     }
 }
 
-/// A member of a shared group: checks access, forwards the group's serialized payloads, and
-/// resumes on its own execution from the last seq it delivered if it falls behind the
-/// group's buffer or the group ends early, so nothing is lost or repeated.
+/// A member of a shared group: checks access, forwards the group's serialized payloads (or,
+/// with `direct`, lets the group write them), and resumes on its own execution from the last
+/// seq it delivered if it falls behind or the group ends early, so nothing is lost or
+/// repeated.
 fn shared(
     state: HttpState,
     key: GroupKey,
     viewer: Viewer,
+    direct: Option<Output>,
 ) -> impl Stream<Item = Delivery> + Send + 'static {
     // The operation's span, entered for the one-off steps and the member's own execution.
     let span = tracing::Span::current();
@@ -122,33 +128,52 @@ fn shared(
             yield Delivery { payload: Payload::error(err, &path), seq: None };
             return;
         }
-        let join = Box::pin(state.multiplexer.join(key.clone(), &state.app, &state.schema, &viewer));
-        let share = join.instrument(span.clone()).await;
-        let subscriber = Subscriber::User(viewer.user_id.clone());
-        let mut messages = share.receiver;
-        let mut last = share.last_seq;
-        // Leaves the loop to continue alone; returns when the operation is over.
-        while let Ok(message) = messages.recv().await {
-            let seq = message.event.seq();
-            if seq <= last {
-                continue;
+        let multiplexer = &state.multiplexer;
+        let mut last;
+        if let Some(output) = direct {
+            let join = multiplexer.join_direct(key.clone(), &state.app, &state.schema, &viewer, output);
+            let mut share = Box::pin(join).instrument(span.clone()).await;
+            match share.left().await {
+                Left::Behind => last = share.last_seq(),
+                Left::Done => return,
+                Left::Removed => {
+                    yield Delivery { payload: Payload::error(removed(), &path), seq: None };
+                    return;
+                }
+                Left::Failed(payload) => {
+                    yield Delivery { payload, seq: None };
+                    return;
+                }
             }
-            if seq > last + 1 {
-                break;
+        } else {
+            let join = Box::pin(multiplexer.join(key.clone(), &state.app, &state.schema, &viewer));
+            let share = join.instrument(span.clone()).await;
+            let subscriber = Subscriber::User(viewer.user_id.clone());
+            let mut messages = share.receiver;
+            last = share.last_seq;
+            // Leaves the loop to continue alone; returns when the operation is over.
+            while let Ok(message) = messages.recv().await {
+                let seq = message.event.seq();
+                if seq <= last {
+                    continue;
+                }
+                if seq > last + 1 {
+                    break;
+                }
+                let verdict = verdict(&message.event, &subscriber);
+                if matches!(verdict, Verdict::Removed) {
+                    yield Delivery { payload: Payload::error(removed(), &path), seq: None };
+                    return;
+                }
+                let last_one = matches!(verdict, Verdict::LastOne) || message.payload.is_error();
+                yield Delivery { payload: message.payload.clone(), seq: Some(seq) };
+                if last_one {
+                    return;
+                }
+                last = seq;
             }
-            let verdict = verdict(&message.event, &subscriber);
-            if matches!(verdict, Verdict::Removed) {
-                yield Delivery { payload: Payload::error(removed(), &path), seq: None };
-                return;
-            }
-            let last_one = matches!(verdict, Verdict::LastOne) || message.payload.is_error();
-            yield Delivery { payload: message.payload.clone(), seq: Some(seq) };
-            if last_one {
-                return;
-            }
-            last = seq;
         }
-        drop(messages);
+        state.app.metrics.subscribers_behind.inc();
         let alone = own(&state, key.request(), Authentication::Viewer(viewer), Some(last), span);
         for await delivery in alone {
             yield delivery;

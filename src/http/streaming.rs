@@ -69,7 +69,7 @@ pub(super) async fn start(
         let expiry = tokio::time::Instant::now() + viewer.remaining();
         ends = Some((expiry, state.app.api_tokens.watch(&state.app.db, viewer)));
     }
-    let results = deliveries::run(state, request, authentication, resume_after);
+    let results = deliveries::run(state, request, authentication, resume_after, None);
     let shutdown = state.app.shutdown.clone();
     let (tx, rx) = mpsc::channel::<Item>(16);
     let gauge = state.app.metrics.subscriptions.clone();

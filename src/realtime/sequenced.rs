@@ -79,20 +79,35 @@ impl<T: Clone> Sequenced<T> {
 
     /// Joins once the starting point is known; `None` when the broadcast closed first.
     pub async fn join(&self) -> Option<Joined<T>> {
+        self.settled().await;
+        let position = self.position();
+        let last_seq = open_last(*position)?;
+        Some(Joined {
+            receiver: self.sender.subscribe(),
+            last_seq,
+        })
+    }
+
+    /// Waits until the starting point is known or the broadcast closed.
+    pub async fn settled(&self) {
         let mut settled = self.settled.subscribe();
         // The sender lives in `self`, so this waits until start or close.
-        settled.wait_for(|settled| *settled).await.ok()?;
-        let position = self.position();
-        match *position {
-            Position {
-                closed: false,
-                last: Some(last_seq),
-            } => Some(Joined {
-                receiver: self.sender.subscribe(),
-                last_seq,
-            }),
-            _ => None,
-        }
+        let _ = settled.wait_for(|settled| *settled).await;
+    }
+
+    /// The seq a joiner would start after; `None` before the start and once closed.
+    pub fn joinable(&self) -> Option<i64> {
+        open_last(*self.position())
+    }
+}
+
+fn open_last(position: Position) -> Option<i64> {
+    match position {
+        Position {
+            closed: false,
+            last: Some(last),
+        } => Some(last),
+        _ => None,
     }
 }
 

@@ -342,3 +342,64 @@ async fn identical_live_subscriptions_share_one_execution_and_still_check_each_m
     }
     assert_eq!(clients[1].next_event_or_nothing().await, None);
 }
+
+#[tokio::test]
+async fn a_websocket_subscriber_that_stops_reading_catches_up_from_the_log_without_a_gap() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let task = app.create_task(&alice, &project, "T").await;
+    let mut ws = WsClient::connect_with_small_window(app.addr, "graphql-transport-ws").await;
+    let ack = ws
+        .init(json!({ "authorization": format!("Bearer {alice}") }))
+        .await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    let live =
+        "subscription($p: ID!) { projectEvents(projectId: $p) { seq task { description } } }";
+    ws.subscribe("live", live, json!({ "p": project })).await;
+    // Live from now: the first event seen is where this subscriber starts.
+    let mut first = None;
+    for i in 0..100 {
+        describe(&app, &alice, &task, &format!("warm {i}")).await;
+        if let Some(event) = ws.next_event_within("live", 50).await {
+            first = event["seq"].as_i64();
+            break;
+        }
+    }
+    let mut first = first.expect("the subscription is live");
+    while let Some(event) = ws.next_event_within("live", 300).await {
+        first = event["seq"].as_i64().expect("seq");
+    }
+
+    // The client reads nothing while 20 KB events pile up, until the server's output for it
+    // is past its limit and the subscription goes on alone.
+    let behind = || app.state.metrics.subscribers_behind.get();
+    let before = behind();
+    let mut last = first;
+    while behind() == before {
+        assert!(last - first < 2_000, "the subscriber never fell behind");
+        last += 1;
+        describe(&app, &alice, &task, &format!("{last:>20000}")).await;
+    }
+    // A few more while it catches up on its own.
+    for _ in 0..5 {
+        last += 1;
+        describe(&app, &alice, &task, &format!("{last:>20000}")).await;
+    }
+    for seq in first + 1..=last {
+        let event = ws.next_event("live").await;
+        assert_eq!(event["seq"], seq, "every event once, in order");
+        let description = event["task"]["description"].as_str().expect("text");
+        assert_eq!(description.trim_start(), seq.to_string());
+    }
+    assert_eq!(ws.next_event_or_nothing().await, None);
+}
+
+async fn describe(app: &TestApp, token: &str, task: &Value, description: &str) {
+    app.ok(
+        token,
+        "mutation($id: ID!, $d: String!) { updateTask(id: $id, patch: {description: $d}) { __typename } }",
+        json!({ "id": task["id"], "d": description }),
+    )
+    .await;
+}

@@ -74,7 +74,7 @@ impl Connection {
                     let error = AppError::TooMany("too many operations on this connection");
                     return refuse(socket, &id, error).await.map(|()| None);
                 }
-                let operation = self.start(&id, payload, viewer);
+                let operation = self.start(&id, payload, viewer, socket.outbox());
                 self.operations.insert(id, operation);
                 Ok(None)
             }

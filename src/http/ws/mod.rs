@@ -39,7 +39,7 @@ pub mod connections;
 mod gate;
 mod messages;
 mod operation;
-mod socket;
+pub(crate) mod socket;
 mod upgrade;
 
 /// The two subprotocols, in the server's order of preference.

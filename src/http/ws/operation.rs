@@ -19,6 +19,7 @@ use sync_wrapper::SyncWrapper;
 use super::messages::{OperationPayload, Protocol};
 use crate::auth::{Authentication, Viewer};
 use crate::http::deliveries::{self, Delivery};
+use crate::http::multiplex::{Outbox, Output};
 use crate::http::payload::Payload;
 
 /// A message of an operation for the client.
@@ -84,7 +85,13 @@ impl Drop for Operation {
 impl super::Connection {
     /// Starts one operation: its results as `next` (or legacy `data`) messages, then
     /// `complete`. A live `projectEvents` subscription joins a shared execution group.
-    pub(super) fn start(&self, id: &str, payload: OperationPayload, viewer: Viewer) -> Operation {
+    pub(super) fn start(
+        &self,
+        id: &str,
+        payload: OperationPayload,
+        viewer: Viewer,
+        outbox: Arc<dyn Outbox>,
+    ) -> Operation {
         let operation = self
             .state
             .app
@@ -97,6 +104,13 @@ impl super::Connection {
             request_id = %self.request_id,
             subscription = %id,
         );
+        let prefix = next_prefix(id, self.protocol);
+        // A result shared with other subscribers is written by its group, straight to the
+        // socket: this operation then sees only the frames the connection must write itself.
+        let direct = Output {
+            outbox,
+            prefix: prefix.clone(),
+        };
         let deliveries = span.in_scope(|| {
             tracing::info!("operation started");
             deliveries::run(
@@ -104,12 +118,13 @@ impl super::Connection {
                 request_of(payload),
                 Authentication::Viewer(viewer),
                 None,
+                Some(direct),
             )
         });
         let gauge = self.state.app.metrics.subscriptions.clone();
         gauge.inc();
         Operation {
-            frames: SyncWrapper::new(Frames::new(deliveries, id, self.protocol)),
+            frames: SyncWrapper::new(Frames::new(deliveries, id, prefix)),
             span,
             gauge,
             started: std::time::Instant::now(),
@@ -151,17 +166,21 @@ struct Frames {
     done: bool,
 }
 
+/// Everything of operation `id`'s result frames before the payload.
+fn next_prefix(id: &str, protocol: Protocol) -> Arc<str> {
+    let id = Value::String(id.to_owned());
+    let kind = match protocol {
+        Protocol::TransportWs => "next",
+        Protocol::Legacy => "data",
+    };
+    format!("{{\"type\":\"{kind}\",\"id\":{id},\"payload\":").into()
+}
+
 impl Frames {
-    fn new(deliveries: BoxStream<'static, Delivery>, id: &str, protocol: Protocol) -> Self {
-        let id = Value::String(id.to_owned()).to_string();
-        let kind = match protocol {
-            Protocol::TransportWs => "next",
-            Protocol::Legacy => "data",
-        };
-        let prefix = format!("{{\"type\":\"{kind}\",\"id\":{id},\"payload\":").into();
+    fn new(deliveries: BoxStream<'static, Delivery>, id: &str, prefix: Arc<str>) -> Self {
         Self {
             deliveries,
-            id,
+            id: Value::String(id.to_owned()).to_string(),
             prefix,
             done: false,
         }

@@ -22,6 +22,20 @@ pub struct WsClient {
 impl WsClient {
     /// Opens the socket with `protocol` in `Sec-WebSocket-Protocol`; sends nothing.
     pub async fn connect(addr: SocketAddr, protocol: &str) -> Self {
+        let tcp = TcpStream::connect(addr).await.expect("TCP connects");
+        Self::connect_over(tcp, addr, protocol).await
+    }
+
+    /// Like [`connect`](Self::connect), with a receive buffer of a few KiB that the kernel
+    /// does not grow: when this client stops reading, the server's writes soon back up.
+    pub async fn connect_with_small_window(addr: SocketAddr, protocol: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let tcp = socket.connect(addr).await.expect("TCP connects");
+        Self::connect_over(tcp, addr, protocol).await
+    }
+
+    async fn connect_over(tcp: TcpStream, addr: SocketAddr, protocol: &str) -> Self {
         let mut request = format!("ws://{addr}/graphql")
             .into_client_request()
             .expect("request");
@@ -29,9 +43,10 @@ impl WsClient {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_str(protocol).expect("header"),
         );
-        let (socket, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("WebSocket connects");
+        let (socket, response) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+                .await
+                .expect("WebSocket connects");
         assert_eq!(
             response
                 .headers()

@@ -2,14 +2,18 @@
 //! one project on any transport (graphql-ws, SSE, multipart) holding the same document and
 //! variables (and no `after`: they all want "live from now") share one GraphQL execution
 //! per event and one serialized payload; each subscriber then only wraps the payload in its
-//! own frame. Event payloads are viewer-independent, and access is checked for every subscriber when it joins and on
-//! every event (a removed member's share ends with FORBIDDEN).
+//! own frame. An HTTP stream reads the group's messages from a broadcast; a WebSocket
+//! subscriber's frames are written by the group itself into its connection's output
+//! ([`direct`]). Event payloads are viewer-independent, and access is checked for every
+//! subscriber when it joins and on every event (a removed member's share ends with
+//! FORBIDDEN).
 //!
-//! A member that falls behind the group's buffer, or whose group ends, resumes on its own
-//! execution from the last seq it delivered, so nothing is lost or repeated (the member side
-//! is in [`deliveries`](super::deliveries)).
+//! A member that falls behind (the group's buffer, or its connection's output), or whose
+//! group ends, resumes on its own execution from the last seq it delivered, so nothing is
+//! lost or repeated (the member side is in [`deliveries`](super::deliveries)).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +30,10 @@ use crate::graphql::{TaskNestSchema, prepare_request};
 use crate::realtime::sequenced::{Joined, Sequenced};
 use crate::realtime::stream::{self, SharedFeed, Subscriber};
 use crate::state::AppState;
+use direct::Members;
+pub use direct::{Left, Outbox, Output, Pushed};
+
+mod direct;
 
 /// One event of a group, executed and serialized once.
 pub struct SharedMessage {
@@ -93,10 +101,89 @@ impl GroupKey {
     }
 }
 
-type Group = Sequenced<Arc<SharedMessage>>;
+/// The subscribers of one shared execution: those that read its messages from a broadcast
+/// (SSE, multipart) and those it writes to itself (WebSocket, see [`direct`]).
+pub struct Group {
+    broadcast: Arc<Sequenced<Arc<SharedMessage>>>,
+    /// Locked while a message is sent, so that a member joins exactly between two.
+    direct: Mutex<Members>,
+}
 
 /// A member's place in a group: messages after `last_seq` arrive on `receiver`.
 pub type Share = Joined<Arc<SharedMessage>>;
+
+impl Group {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            broadcast: Sequenced::new(GROUP_BUFFER),
+            direct: Mutex::new(Members::default()),
+        })
+    }
+
+    fn direct(&self) -> std::sync::MutexGuard<'_, Members> {
+        self.direct.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends message `seq` to every member; returns how many there are.
+    fn send(&self, seq: i64, message: Arc<SharedMessage>) -> usize {
+        let mut direct = self.direct();
+        let readers = self.broadcast.send(seq, message.clone());
+        direct.deliver(&message);
+        readers + direct.len()
+    }
+
+    /// Turns joiners away and sends the direct members on alone.
+    fn close(&self) {
+        let mut direct = self.direct();
+        self.broadcast.close();
+        direct.leave_all(|| Left::Behind);
+    }
+
+    fn member_count(&self) -> usize {
+        self.broadcast.receiver_count() + self.direct().len()
+    }
+
+    /// Joins as a direct member writing to `output`; `None` when the group closed first.
+    async fn join_direct(
+        self: &Arc<Self>,
+        user: Subscriber,
+        output: Output,
+    ) -> Option<DirectShare> {
+        self.broadcast.settled().await;
+        let mut direct = self.direct();
+        let last_seq = self.broadcast.joinable()?;
+        let joined = direct.add(user, output, last_seq);
+        Some(DirectShare {
+            group: self.clone(),
+            joined,
+        })
+    }
+}
+
+/// A direct member's side of its place in a group; dropping it leaves the group.
+pub struct DirectShare {
+    group: Arc<Group>,
+    joined: direct::Joined,
+}
+
+impl DirectShare {
+    /// Waits until the group stops writing to this member, and says why.
+    pub async fn left(&mut self) -> Left {
+        // A group that went away without a word (its task panicked) sends it on alone.
+        (&mut self.joined.left).await.unwrap_or(Left::Behind)
+    }
+
+    /// The seq of the last event written to this member (where it goes on from alone).
+    pub fn last_seq(&self) -> i64 {
+        self.joined.last.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for DirectShare {
+    fn drop(&mut self) {
+        self.group.direct().remove(self.joined.id);
+    }
+}
 
 /// This instance's groups.
 #[derive(Default)]
@@ -121,16 +208,43 @@ impl Multiplexer {
         viewer: &Viewer,
     ) -> Share {
         loop {
-            let group = self
-                .groups()
-                .entry(key.clone())
-                .or_insert_with(|| self.start(key.clone(), state, schema, viewer))
-                .clone();
-            if let Some(share) = group.join().await {
+            let group = self.group(&key, state, schema, viewer);
+            if let Some(share) = group.broadcast.join().await {
                 return share;
             }
             // The group ended before we got in: start or find a newer one.
         }
+    }
+
+    /// Joins the group for `key` as a member it writes to itself, through `output`.
+    pub async fn join_direct(
+        self: &Arc<Self>,
+        key: GroupKey,
+        state: &AppState,
+        schema: &TaskNestSchema,
+        viewer: &Viewer,
+        output: Output,
+    ) -> DirectShare {
+        loop {
+            let group = self.group(&key, state, schema, viewer);
+            let user = Subscriber::User(viewer.user_id.clone());
+            if let Some(share) = group.join_direct(user, output.clone()).await {
+                return share;
+            }
+        }
+    }
+
+    fn group(
+        self: &Arc<Self>,
+        key: &GroupKey,
+        state: &AppState,
+        schema: &TaskNestSchema,
+        viewer: &Viewer,
+    ) -> Arc<Group> {
+        self.groups()
+            .entry(key.clone())
+            .or_insert_with(|| self.start(key.clone(), state, schema, viewer))
+            .clone()
     }
 
     fn start(
@@ -140,7 +254,7 @@ impl Multiplexer {
         schema: &TaskNestSchema,
         viewer: &Viewer,
     ) -> Arc<Group> {
-        let group = Sequenced::new(GROUP_BUFFER);
+        let group = Group::new();
         let (feed_tx, feed_rx) = mpsc::channel(1);
         let request = prepare_request(key.request(), state, Authentication::Viewer(viewer.clone()))
             .data(SharedFeed(Mutex::new(Some(feed_rx))));
@@ -192,7 +306,7 @@ impl GroupTask {
     ) {
         let hub = self.state.realtime.hub.clone();
         let membership = hub.join(self.key.project_id).await;
-        self.group.start(membership.last_seq);
+        self.group.broadcast.start(membership.last_seq);
         let events = stream::from_membership(
             hub,
             Subscriber::Group,
@@ -211,7 +325,7 @@ impl GroupTask {
                 () = shutdown.cancelled() => return,
                 item = events.next() => item,
                 _ = looks.tick() => {
-                    empty_looks = if self.group.receiver_count() == 0 { empty_looks + 1 } else { 0 };
+                    empty_looks = if self.group.member_count() == 0 { empty_looks + 1 } else { 0 };
                     if empty_looks >= 2 {
                         return;
                     }
