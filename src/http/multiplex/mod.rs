@@ -342,9 +342,14 @@ impl GroupTask {
             let payload = Payload::of(response);
             let failed = payload.is_error();
             let seq = event.seq();
-            let receivers = self
-                .group
-                .send(seq, Arc::new(SharedMessage { event, payload }));
+            let message = Arc::new(SharedMessage { event, payload });
+            // Outside tokio's cooperative budget: a socket write counts against it, and once
+            // the task's 128 are spent every further write would report "not now", leaving
+            // each remaining member's frame to its connection's task (a wake-up per
+            // delivery, the very cost writing directly avoids). The loop still yields at its
+            // next await on the room's stream, which has a budget.
+            let receivers =
+                tokio::task::unconstrained(async { self.group.send(seq, message) }).await;
             if receivers == 0 || failed {
                 return;
             }
