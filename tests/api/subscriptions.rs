@@ -349,11 +349,7 @@ async fn a_websocket_subscriber_that_stops_reading_catches_up_from_the_log_witho
     let alice = app.token("alice");
     let project = app.create_project(&alice, "P").await;
     let task = app.create_task(&alice, &project, "T").await;
-    let mut ws = WsClient::connect_with_small_window(app.addr, "graphql-transport-ws").await;
-    let ack = ws
-        .init(json!({ "authorization": format!("Bearer {alice}") }))
-        .await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    let mut ws = app.ws_with_small_window(&alice).await;
     let live =
         "subscription($p: ID!) { projectEvents(projectId: $p) { seq task { description } } }";
     ws.subscribe("live", live, json!({ "p": project })).await;

@@ -118,7 +118,7 @@ pub(super) struct Members {
 
 impl Members {
     /// Adds a member that has received everything up to `last_seq`.
-    pub(super) fn add(&mut self, user: Subscriber, output: Output, last_seq: i64) -> Joined {
+    pub(super) fn add(&mut self, user: Subscriber, output: Output, last_seq: i64) -> Place {
         let id = self.next_id;
         self.next_id += 1;
         let last = Arc::new(AtomicI64::new(last_seq));
@@ -130,7 +130,7 @@ impl Members {
             last: last.clone(),
             left: Some(left),
         });
-        Joined {
+        Place {
             id,
             last,
             left: left_rx,
@@ -165,8 +165,8 @@ impl Members {
     }
 }
 
-/// A member's own side of its place in a group.
-pub(super) struct Joined {
+/// A member's own side of its place in a group: what its connection holds.
+pub(super) struct Place {
     pub(super) id: u64,
     pub(super) last: Arc<AtomicI64>,
     pub(super) left: oneshot::Receiver<Left>,
@@ -236,9 +236,9 @@ mod tests {
         let (bob_socket, mut bob) = connection(1 << 20).await;
         // Carol's client reads nothing and her pipe holds 64 bytes.
         let (carol_socket, _carol) = connection(64).await;
-        let mut alice_joined = add("alice", &alice_socket, "a");
-        let mut bob_joined = add("bob", &bob_socket, "b");
-        let mut carol_joined = add("carol", &carol_socket, "c");
+        let mut alice_place = add("alice", &alice_socket, "a");
+        let mut bob_place = add("bob", &bob_socket, "b");
+        let mut carol_place = add("carol", &carol_socket, "c");
 
         let big = "x".repeat(300 * 1024);
         let sent = [
@@ -260,19 +260,19 @@ mod tests {
         assert_eq!(alice_got[0], r#"{"id":"a","payload":{"n":1}}"#);
         assert_eq!(alice_got[1].len(), big.len() + 29);
         assert_eq!(alice_got[3], r#"{"id":"a","payload":{"n":4}}"#);
-        assert!(matches!(alice_joined.left.try_recv(), Ok(Left::Done)));
-        assert_eq!(alice_joined.last.load(Ordering::Acquire), 4);
+        assert!(matches!(alice_place.left.try_recv(), Ok(Left::Done)));
+        assert_eq!(alice_place.last.load(Ordering::Acquire), 4);
 
         // Bob is not told he was removed by the event itself: his stream ends with an error.
         let bob_got = texts(&mut bob, 2).await;
         assert_eq!(bob_got[0], r#"{"id":"b","payload":{"n":1}}"#);
-        assert!(matches!(bob_joined.left.try_recv(), Ok(Left::Removed)));
-        assert_eq!(bob_joined.last.load(Ordering::Acquire), 2);
+        assert!(matches!(bob_place.left.try_recv(), Ok(Left::Removed)));
+        assert_eq!(bob_place.last.load(Ordering::Acquire), 2);
 
         // Carol's output held the big frame: the next one did not fit, so she goes on alone
         // after the last one she was given.
-        assert!(matches!(carol_joined.left.try_recv(), Ok(Left::Behind)));
-        assert_eq!(carol_joined.last.load(Ordering::Acquire), 2);
+        assert!(matches!(carol_place.left.try_recv(), Ok(Left::Behind)));
+        assert_eq!(carol_place.last.load(Ordering::Acquire), 2);
     }
 
     #[tokio::test]
@@ -283,12 +283,12 @@ mod tests {
             outbox: socket.outbox(),
             prefix: "{".into(),
         };
-        let mut joined = members.add(Subscriber::User("alice".into()), output, 7);
+        let mut place = members.add(Subscriber::User("alice".into()), output, 7);
         let failed = Payload::Errors(r#"[{"message":"boom"}]"#.into());
         members.deliver(&message(8, EventKind::TaskUpdated, failed));
         assert_eq!(members.len(), 0);
-        assert!(matches!(joined.left.try_recv(), Ok(Left::Failed(p)) if p.is_error()));
-        assert_eq!(joined.last.load(Ordering::Acquire), 7);
+        assert!(matches!(place.left.try_recv(), Ok(Left::Failed(p)) if p.is_error()));
+        assert_eq!(place.last.load(Ordering::Acquire), 7);
         let nothing = tokio::time::timeout(std::time::Duration::from_millis(50), client.next());
         assert!(nothing.await.is_err(), "no frame was written");
     }

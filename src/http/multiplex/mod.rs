@@ -152,10 +152,10 @@ impl Group {
         self.broadcast.settled().await;
         let mut direct = self.direct();
         let last_seq = self.broadcast.joinable()?;
-        let joined = direct.add(user, output, last_seq);
+        let place = direct.add(user, output, last_seq);
         Some(DirectShare {
             group: self.clone(),
-            joined,
+            place,
         })
     }
 }
@@ -163,25 +163,25 @@ impl Group {
 /// A direct member's side of its place in a group; dropping it leaves the group.
 pub struct DirectShare {
     group: Arc<Group>,
-    joined: direct::Joined,
+    place: direct::Place,
 }
 
 impl DirectShare {
     /// Waits until the group stops writing to this member, and says why.
     pub async fn left(&mut self) -> Left {
         // A group that went away without a word (its task panicked) sends it on alone.
-        (&mut self.joined.left).await.unwrap_or(Left::Behind)
+        (&mut self.place.left).await.unwrap_or(Left::Behind)
     }
 
     /// The seq of the last event written to this member (where it goes on from alone).
     pub fn last_seq(&self) -> i64 {
-        self.joined.last.load(Ordering::Acquire)
+        self.place.last.load(Ordering::Acquire)
     }
 }
 
 impl Drop for DirectShare {
     fn drop(&mut self) {
-        self.group.direct().remove(self.joined.id);
+        self.group.direct().remove(self.place.id);
     }
 }
 

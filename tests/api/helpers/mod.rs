@@ -281,12 +281,15 @@ impl TestApp {
 
     /// A graphql-ws (`graphql-transport-ws`) connection, initialised with `token`.
     pub async fn ws(&self, token: &str) -> WsClient {
-        let mut client = WsClient::connect(self.addr, "graphql-transport-ws").await;
-        let ack = client
-            .init(json!({ "authorization": format!("Bearer {token}") }))
-            .await;
-        assert_eq!(ack["type"], "connection_ack", "{ack}");
-        client
+        let client = WsClient::connect(self.addr, "graphql-transport-ws").await;
+        initialised(client, token).await
+    }
+
+    /// Like [`ws`](Self::ws), over a socket whose receive window stays a few KiB (a client
+    /// that stops reading soon backs the server's writes up).
+    pub async fn ws_with_small_window(&self, token: &str) -> WsClient {
+        let client = WsClient::connect_with_small_window(self.addr, "graphql-transport-ws").await;
+        initialised(client, token).await
     }
 
     /// Starts `query` as an event stream (POST, `Accept: text/event-stream`), optionally
@@ -516,4 +519,13 @@ impl Drop for ChildInstance {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `client` after a `connection_init` with `token` that was acknowledged.
+async fn initialised(mut client: WsClient, token: &str) -> WsClient {
+    let ack = client
+        .init(json!({ "authorization": format!("Bearer {token}") }))
+        .await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    client
 }
