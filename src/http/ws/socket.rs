@@ -35,7 +35,10 @@ const KEEP_CAPACITY: usize = 4 * 1024;
 /// Most output a connection holds beyond what its socket took: past it, a shared execution
 /// stops writing to the connection, whose subscription then catches up from the log at the
 /// client's own pace (rather than the server buffering without bound for a slow reader).
-pub const BACKLOG: usize = 256 * 1024;
+/// The kernel's send buffer comes first, so this only has to ride out a short stall of a
+/// client that was already behind; it is what a slow client can cost beyond its idle share,
+/// so it stays small (10,000 stalled clients: 625 MiB at most).
+pub const BACKLOG: usize = 64 * 1024;
 
 /// A server-side WebSocket over a connection upgraded after our 101 answer.
 pub struct Socket<S = TokioIo<Upgraded>> {
