@@ -33,7 +33,7 @@ use crate::state::AppState;
 use direct::Members;
 pub use direct::{Left, Outbox, Output, Pushed};
 
-mod direct;
+pub mod direct;
 
 /// One event of a group, executed and serialized once.
 pub struct SharedMessage {

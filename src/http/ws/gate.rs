@@ -1,10 +1,10 @@
 //! Polling a branch of a connection's loop only when it was woken.
 //!
-//! A connection's task wakes for every delivery, and `select!` polls every branch on every
+//! A connection's task wakes for every result of an operation of its own (shared results are
+//! written by their group without waking it), and `select!` polls every branch on every
 //! wake. Some branches cost something to poll for nothing: the shutdown token's waiters sit
-//! behind one mutex that every connection shares, reading the socket runs tungstenite's read
-//! path, and a pending operation re-registers with its group's broadcast under that
-//! broadcast's lock. Behind a gate, a branch is polled again only once its own waker fired,
+//! behind one mutex that every connection shares, and reading the socket runs tungstenite's
+//! read path. Behind a gate, a branch is polled again only once its own waker fired,
 //! or when its last poll was ready (a stream may have more ready without a new wake-up).
 
 use std::future::Future;

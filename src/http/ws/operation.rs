@@ -3,8 +3,10 @@
 //! [`deliveries`](crate::http::deliveries)) as graphql-ws messages.
 //!
 //! An operation is not a task of its own: it is a stream of frames that the connection's
-//! task polls beside its socket. A delivery then wakes one task (the connection's), which
-//! writes it, and the frames of several operations ready together go out in one write.
+//! task polls beside its socket, and the frames of several operations ready together go out
+//! in one write. A shared subscription's results do not pass through it at all: its group
+//! writes them to the socket itself (see [`direct`](crate::http::multiplex::direct)), and
+//! the stream yields only what ends the operation or follows its falling behind.
 
 use std::pin::Pin;
 use std::sync::Arc;
