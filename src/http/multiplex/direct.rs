@@ -21,6 +21,11 @@ use crate::realtime::stream::{Subscriber, Verdict, verdict};
 pub trait Outbox: Send + Sync {
     /// Queues a text frame made of `parts` (UTF-8 together) after everything already
     /// queued, and writes it at once when nothing was waiting. Never waits.
+    ///
+    /// A socket write counts against tokio's cooperative budget of the calling task; once
+    /// that is spent every write reports "not now" and is left to the connection's task.
+    /// Still correct, but a wake-up per frame: a caller writing to many outboxes in a row
+    /// runs outside the budget (`tokio::task::unconstrained`), as a group does.
     fn push_text(&self, parts: &[&[u8]]) -> Pushed;
 }
 
