@@ -45,9 +45,9 @@ pub async fn connect(
         )
     })?;
     if let Some((stats, metrics)) = stats {
-        db.set_metric_callback(move |_info| {
+        db.set_metric_callback(move |info| {
             stats.record_statement();
-            metrics.db_statements.inc();
+            metrics.statement_ran(info.elapsed);
         });
     }
     Ok(db)

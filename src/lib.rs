@@ -127,7 +127,11 @@ impl Application {
             burst: config.rate_burst,
             per_second: config.rate_per_second,
         };
-        let rate_limiter = Arc::new(RateLimiter::new(limits, redis.clone()));
+        let rate_limiter = Arc::new(RateLimiter::new(
+            limits,
+            redis.clone(),
+            metrics.rate_limit_duration.clone(),
+        ));
         let verifier = Arc::new(Verifier::from_config(&config, secret.as_bytes())?);
         verifier.start(shutdown.clone());
         let realtime = Realtime {
@@ -158,9 +162,7 @@ impl Application {
                     Some(db) => db,
                     None => db::connect(&pool_config, WEBHOOK_POOL, None).await?,
                 };
-                db.set_metric_callback(move |_| {
-                    counted.db_statements.inc();
-                });
+                db.set_metric_callback(move |info| counted.statement_ran(info.elapsed));
                 Ok(db)
             },
             shutdown.clone(),

@@ -52,7 +52,16 @@ async fn metrics_count_requests_operations_connections_and_events() {
     assert_eq!(value("tasknest_events_published_total"), 2.0);
     assert!(value("tasknest_events_delivered_total") >= 1.0);
     assert_eq!(value("tasknest_database_up"), 1.0);
-    assert!(value("tasknest_db_statements_total") > 0.0);
+    let statements = value("tasknest_db_statements_total");
+    assert!(statements > 0.0);
+    // Every statement counted was also timed (timed first, and read after the count, so
+    // never fewer even while background checks run), and every rate-limit check: three
+    // mutations and one subscription start.
+    assert!(value("tasknest_db_statement_duration_seconds_count") >= statements);
+    assert_eq!(
+        value("tasknest_rate_limit_check_duration_seconds_count"),
+        4.0
+    );
     assert!(text.contains("tasknest_event_commit_to_delivery_seconds_bucket"));
     assert!(
         text.contains("tasknest_graphql_operation_duration_seconds_count{operation=\"Mine\"} 1")
