@@ -15,6 +15,7 @@ mod m20261201_000007_create_api_tokens;
 mod m20261201_000008_add_event_actor_via;
 mod m20261202_000009_create_webhooks;
 mod m20261202_000010_task_write_functions;
+mod m20261207_000011_users_json_plan;
 
 /// Applies TaskNest's migrations in order.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_add_event_actor_via::Migration),
             Box::new(m20261202_000009_create_webhooks::Migration),
             Box::new(m20261202_000010_task_write_functions::Migration),
+            Box::new(m20261207_000011_users_json_plan::Migration),
         ]
     }
 }
