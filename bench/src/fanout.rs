@@ -14,7 +14,7 @@ use crate::server::{
     cpu_split, cpu_used, gql, graphql_urls, owner_token, project_with_task, rss_kib, spawn_servers,
 };
 use crate::stats::{ms, percentile, summary};
-use crate::{Args, Transport, raw, raw_sse};
+use crate::{Args, Transport, phases, raw, raw_sse};
 
 /// What one fan-out run measured (latencies in ns, sorted; empty for `--idle`).
 #[derive(Default)]
@@ -142,6 +142,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     }
 
     // Measure: open-loop mutations at the set rate.
+    let phases_before = phases::snapshot(&http, &servers).await;
     let cpu_before: Vec<(u64, u64)> = servers.iter().map(|s| cpu_split(s.pid())).collect();
     let clients_before = cpu_split(std::process::id());
     let errors = Arc::new(AtomicUsize::new(0));
@@ -187,6 +188,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
     let elapsed = started.elapsed();
     let cpu_after: Vec<(u64, u64)> = servers.iter().map(|s| cpu_split(s.pid())).collect();
     let clients_after = cpu_split(std::process::id());
+    let phases_after = phases::snapshot(&http, &servers).await;
     let samples = readers.finish()?;
     // Latency per delivery: read time minus send time; per event, its first and last read.
     let got = samples.len();
@@ -253,6 +255,7 @@ pub async fn run(args: &Args, bin: &PathBuf, database_url: &str) -> anyhow::Resu
         cpu_per_delivery_us - kernel_per_delivery_us,
     );
     println!("clients (this bench) CPU: {clients_per_delivery_us:.1} µs per delivery");
+    phases::print(&phases_before, &phases_after);
     Ok(Outcome {
         deliveries: all,
         first_deliveries: firsts,

@@ -17,6 +17,7 @@ mod against_floor;
 mod cluster;
 mod fanout;
 mod floor;
+mod phases;
 mod raw;
 mod raw_sse;
 mod readers;
