@@ -16,17 +16,44 @@ use crate::state::DbStats;
 /// together migrate one after the other (sea-orm-migration takes no lock itself).
 const MIGRATION_LOCK_KEY: i64 = 0x7461_736b_6e65_7374; // "tasknest"
 
+/// A pooled connection idle at least this long is pinged before it is handed out; one used
+/// more recently is handed out as is. The pool's default pings on every checkout, which is
+/// a second round trip to PostgreSQL before each statement, the one-statement writes
+/// included. A connection that broke within this window fails its one statement with
+/// `INTERNAL` and is replaced, as in any outage.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Opens the pool. SQLite files are created when missing and run in WAL mode.
 pub async fn connect(
     config: &Config,
     max_connections: u32,
     stats: Option<(Arc<DbStats>, Arc<Metrics>)>,
 ) -> anyhow::Result<DatabaseConnection> {
+    let mut db = Database::connect(options(config, max_connections))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                redact(&config.database_url)
+            )
+        })?;
+    if let Some((stats, metrics)) = stats {
+        db.set_metric_callback(move |info| {
+            stats.record_statement();
+            metrics.statement_ran(info.elapsed);
+        });
+    }
+    Ok(db)
+}
+
+/// The pool's settings.
+fn options(config: &Config, max_connections: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(config.database_url.clone());
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(config.database_acquire_timeout);
+        .acquire_timeout(config.database_acquire_timeout)
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR);
     if config.is_postgres() {
         options.max_connections(max_connections).min_connections(1);
     } else {
@@ -38,19 +65,7 @@ pub async fn connect(
                 .foreign_keys(true)
         });
     }
-    let mut db = Database::connect(options).await.with_context(|| {
-        format!(
-            "cannot open the database at {}",
-            redact(&config.database_url)
-        )
-    })?;
-    if let Some((stats, metrics)) = stats {
-        db.set_metric_callback(move |info| {
-            stats.record_statement();
-            metrics.statement_ran(info.elapsed);
-        });
-    }
-    Ok(db)
+    options
 }
 
 /// Applies pending migrations. On PostgreSQL this holds an advisory lock on its own
@@ -91,5 +106,22 @@ pub fn redact(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_connections_are_pinged_only_after_being_idle() {
+        let config = Config::for_tests("postgres://u@127.0.0.1/db", "s").expect("config");
+        let options = options(&config, 4);
+        // A checkout of a connection in use is no round trip of its own.
+        assert!(!options.get_test_before_acquire());
+        assert_eq!(
+            options.get_test_before_acquire_if_idle_for(),
+            Some(PING_IF_IDLE_FOR)
+        );
     }
 }
