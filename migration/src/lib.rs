@@ -17,6 +17,15 @@ mod m20261202_000009_create_webhooks;
 mod m20261202_000010_task_write_functions;
 mod m20261207_000011_users_json_plan;
 
+/// Runs `sql` on PostgreSQL and does nothing on SQLite: for the server-side functions that
+/// only the PostgreSQL write path calls.
+async fn on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::Postgres {
+        manager.get_connection().execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 /// Applies TaskNest's migrations in order.
 pub struct Migrator;
 

@@ -438,7 +438,9 @@ async fn the_graphql_sse_client_resumes_a_cut_stream_by_last_event_id_missing_no
         .expect("node runs");
     for i in 0..200 {
         if i == 100 {
-            // Let the client get some way, then drop its connection; it comes back.
+            // Let the client connect and get some way (node may still be starting: the
+            // writes alone can be done first), then drop its connection; it comes back.
+            proxy.wait_for_a_link().await;
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             proxy.cut();
             proxy.restore().await;

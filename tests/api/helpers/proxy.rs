@@ -2,6 +2,7 @@
 //! touching the machine's shared server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -12,6 +13,7 @@ pub struct TcpProxy {
     pub port: u16,
     target: SocketAddr,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    linked: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -23,6 +25,7 @@ impl TcpProxy {
             port,
             target,
             tasks: Arc::new(Mutex::new(Vec::new())),
+            linked: Arc::new(AtomicUsize::new(0)),
         };
         proxy.serve(listener);
         proxy
@@ -30,11 +33,13 @@ impl TcpProxy {
 
     fn serve(&self, listener: TcpListener) {
         let target = self.target;
-        let tasks = self.tasks.clone();
+        let (tasks, linked) = (self.tasks.clone(), self.linked.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let linked = linked.clone();
                 let link = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        linked.fetch_add(1, Ordering::SeqCst);
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
@@ -42,6 +47,18 @@ impl TcpProxy {
             }
         });
         self.tasks.lock().expect("proxy tasks").push(accept);
+    }
+
+    /// Waits (up to 30 s) until a client's connection has been linked to the target, so
+    /// that a cut is felt by a client that is connected, not one still starting.
+    pub async fn wait_for_a_link(&self) {
+        for _ in 0..3000 {
+            if self.linked.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no client connected through the proxy within 30 s");
     }
 
     /// Drops every open link and refuses new ones (as a server that went down).
