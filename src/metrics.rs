@@ -65,6 +65,8 @@ pub struct Metrics {
     pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     pub graphql_operations: Family<OperationLabels, Counter>,
     pub graphql_duration: Family<OperationName, Histogram, fn() -> Histogram>,
+    pub document_cache_hits: Counter,
+    pub document_cache_misses: Counter,
     pub ws_connections: Gauge,
     pub subscriptions: Gauge,
     pub shared_executions: Gauge,
@@ -95,6 +97,8 @@ impl Default for Metrics {
             http_duration: Family::new_with_constructor(latency as fn() -> Histogram),
             graphql_operations: Family::default(),
             graphql_duration: Family::new_with_constructor(latency as fn() -> Histogram),
+            document_cache_hits: Counter::default(),
+            document_cache_misses: Counter::default(),
             ws_connections: Gauge::default(),
             subscriptions: Gauge::default(),
             shared_executions: Gauge::default(),
@@ -176,6 +180,16 @@ impl Default for Metrics {
             "gap_repairs",
             "Events fetched from the log to fill gaps the bus left",
             metrics.gap_repairs.clone(),
+        );
+        registry.register(
+            "graphql_document_cache_hits",
+            "GraphQL documents served already parsed (their text was seen before)",
+            metrics.document_cache_hits.clone(),
+        );
+        registry.register(
+            "graphql_document_cache_misses",
+            "GraphQL documents parsed and kept for their next use",
+            metrics.document_cache_misses.clone(),
         );
         registry.register(
             "subscribers_behind",

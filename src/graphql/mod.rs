@@ -4,6 +4,7 @@
 
 pub mod document;
 pub mod limits;
+pub mod parsed;
 mod selection_order;
 mod text_input;
 

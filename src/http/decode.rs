@@ -47,7 +47,7 @@ pub(super) async fn post_body(state: &HttpState, body: Value) -> Result<Request,
         .resolve(body.query, extensions.as_ref())
         .await?
         .ok_or_else(|| malformed("the body needs a string `query`"))?;
-    let mut request = Request::new(query);
+    let mut request = state.documents.request(query);
     if let Some(variables) = body.variables.filter(|v| !v.is_null()) {
         if !variables.is_object() {
             return Err(malformed("`variables` must be an object"));
@@ -90,7 +90,7 @@ pub(super) async fn query_string(state: &HttpState, query: &str) -> Result<Reque
         .resolve(params.query, extensions.as_ref())
         .await?
         .ok_or_else(|| malformed("missing `query` parameter"))?;
-    let mut request = Request::new(query);
+    let mut request = state.documents.request(query);
     if let Some(variables) = params.variables {
         match serde_json::from_str::<Value>(&variables) {
             Ok(v) if v.is_object() || v.is_null() => {

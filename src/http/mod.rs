@@ -37,6 +37,7 @@ use tower_http::trace::TraceLayer;
 use std::sync::Arc;
 
 use crate::graphql::TaskNestSchema;
+use crate::graphql::parsed::ParsedDocuments;
 use crate::state::AppState;
 use multiplex::Multiplexer;
 use persisted::PersistedQueries;
@@ -52,6 +53,8 @@ pub struct HttpState {
     pub multiplexer: Arc<Multiplexer>,
     /// Automatic persisted queries.
     pub persisted: Arc<PersistedQueries>,
+    /// Documents parsed before, by their text.
+    pub documents: Arc<ParsedDocuments>,
     /// WebSocket timing.
     pub ws: WsSettings,
     /// Open WebSocket connections per user (limited by `max_connections_per_user`).
@@ -63,6 +66,10 @@ pub struct HttpState {
 /// All routes of the service.
 pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
     let persisted = Arc::new(PersistedQueries::new(app.redis.clone()));
+    let documents = Arc::new(ParsedDocuments::new(
+        app.metrics.document_cache_hits.clone(),
+        app.metrics.document_cache_misses.clone(),
+    ));
     let body_limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
     let cors = cors(&app.config.cors_origins);
     let ws = WsSettings {
@@ -114,6 +121,7 @@ pub fn router(app: AppState, schema: TaskNestSchema) -> anyhow::Result<Router> {
             schema,
             multiplexer: Arc::new(Multiplexer::default()),
             persisted,
+            documents,
             ws,
             ws_users: Arc::default(),
             sse_streams: Arc::default(),

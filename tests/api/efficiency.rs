@@ -212,3 +212,60 @@ async fn an_update_with_a_client_mutation_id_costs_a_fixed_few_round_trips() {
     let bound = if postgres_url().is_some() { 1 } else { 11 };
     assert!(trips <= bound, "an update took {trips} round trips");
 }
+
+/// The document cache's (hits, misses) so far, from `/metrics`.
+async fn document_cache(app: &TestApp) -> (f64, f64) {
+    let text = app
+        .client
+        .get(format!("http://{}/metrics", app.addr))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics body");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    (
+        value("tasknest_graphql_document_cache_hits_total"),
+        value("tasknest_graphql_document_cache_misses_total"),
+    )
+}
+
+#[tokio::test]
+async fn a_document_sent_again_is_not_parsed_again_and_runs_with_its_own_variables() {
+    let app = spawn_app().await;
+    let alice = app.token("alice");
+    let project = app.create_project(&alice, "P").await;
+    let first = app.create_task(&alice, &project, "first").await;
+    let second = app.create_task(&alice, &project, "second").await;
+    const TITLE: &str = "query Title($id: ID!) { task(id: $id) { title } }";
+
+    let (hits, misses) = document_cache(&app).await;
+    for (task, title) in [(&first, "first"), (&second, "second"), (&first, "first")] {
+        let data = app.ok(&alice, TITLE, json!({ "id": task["id"] })).await;
+        assert_eq!(data["task"]["title"], title);
+    }
+    // The same text over graphql-ws is the same document.
+    let mut ws = app.ws(&alice).await;
+    ws.subscribe("t", TITLE, json!({ "id": second["id"] }))
+        .await;
+    let answer = ws.next().await.expect("next");
+    assert_eq!(answer["payload"]["data"]["task"]["title"], "second");
+    assert_eq!(
+        document_cache(&app).await,
+        (hits + 3.0, misses + 1.0),
+        "parsed once, then served from the cache three times"
+    );
+
+    // A cached document is still checked on every use: a missing variable is still refused.
+    let refused = app.gql(Some(&alice), TITLE, json!({})).await;
+    assert!(refused["errors"][0]["message"].is_string(), "{refused}");
+    // And a document that does not parse is reported, not kept.
+    let broken = app.gql(Some(&alice), "query { task(", json!({})).await;
+    assert!(broken["errors"][0]["message"].is_string(), "{broken}");
+    assert_eq!(document_cache(&app).await.1, misses + 1.0);
+}

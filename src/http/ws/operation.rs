@@ -20,6 +20,7 @@ use sync_wrapper::SyncWrapper;
 
 use super::messages::{OperationPayload, Protocol};
 use crate::auth::{Authentication, Viewer};
+use crate::graphql::parsed::ParsedDocuments;
 use crate::http::deliveries::{self, Delivery};
 use crate::http::multiplex::{Outbox, Output};
 use crate::http::payload::Payload;
@@ -117,7 +118,7 @@ impl super::Connection {
             tracing::info!("operation started");
             deliveries::run(
                 &self.state,
-                request_of(payload),
+                request_of(&self.state.documents, payload),
                 Authentication::Viewer(viewer),
                 None,
                 Some(direct),
@@ -135,8 +136,8 @@ impl super::Connection {
 }
 
 /// The async-graphql request for an operation payload (before the per-request data).
-pub(super) fn request_of(payload: OperationPayload) -> Request {
-    let mut request = Request::new(payload.query);
+pub(super) fn request_of(documents: &ParsedDocuments, payload: OperationPayload) -> Request {
+    let mut request = documents.request(payload.query);
     if let Some(variables) = payload.variables {
         request = request.variables(async_graphql::Variables::from_json(variables));
     }
