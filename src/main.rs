@@ -8,6 +8,13 @@ use tasknest::auth::JwtKeys;
 use tasknest::config::{Cli, Command};
 use tasknest::{Application, db, graphql, shutdown_signal, telemetry};
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees thousands of small
+/// objects (GraphQL values, JSON maps, futures), and glibc's malloc and free were a quarter
+/// of the server's instructions per `updateTask` (callgrind; README, "sixth pass"). Built
+/// without transparent huge pages (`no_thp`), which otherwise added ~18 MiB of RSS at start.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
