@@ -134,7 +134,9 @@ impl Jwks {
         self.cached(kid)
     }
 
-    fn cached(&self, kid: Option<&str>) -> Option<Arc<PinnedKey>> {
+    /// The key the set holds under `kid` now, without fetching; `None` once it is no longer
+    /// trusted.
+    pub(super) fn cached(&self, kid: Option<&str>) -> Option<Arc<PinnedKey>> {
         let cache = self.cache();
         if cache.trusted_until.is_none_or(|t| t <= Instant::now()) {
             return None;

@@ -5,6 +5,7 @@ mod directory;
 mod jwks;
 mod jwt;
 pub mod tokens;
+mod verified;
 mod verifier;
 
 pub use directory::UserDirectory;

@@ -14,7 +14,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::jwks::Jwks;
+use super::jwks::{Jwks, PinnedKey};
+use super::verified::VerifiedTokens;
 use super::{TokenError, Viewer};
 use crate::config::Config;
 
@@ -80,6 +81,8 @@ pub struct Verifier {
     /// The provider's key set, when it publishes one.
     jwks: Option<Arc<Jwks>>,
     claims: ClaimNames,
+    /// Tokens that verified, until they expire or their key changes.
+    verified: VerifiedTokens,
 }
 
 impl Verifier {
@@ -90,6 +93,7 @@ impl Verifier {
             provider: None,
             jwks: None,
             claims: ClaimNames::default(),
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -156,14 +160,34 @@ impl Verifier {
 
     /// Checks a token and returns the viewer it names.
     pub async fn verify(&self, token: &str) -> Result<Viewer, TokenError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some(viewer) = self.verified.get(token, now, || self.current_key(token)) {
+            return Ok(viewer);
+        }
+        let (viewer, key) = self.verify_fully(token).await?;
+        self.verified.put(token, &viewer, key);
+        Ok(viewer)
+    }
+
+    /// The provider's key that `token` names, as the key set holds it now.
+    fn current_key(&self, token: &str) -> Option<Arc<PinnedKey>> {
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid;
+        self.jwks.as_ref()?.cached(kid.as_deref())
+    }
+
+    /// Checks the signature and claims; also returns the key set's key that verified it.
+    async fn verify_fully(
+        &self,
+        token: &str,
+    ) -> Result<(Viewer, Option<Arc<PinnedKey>>), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         // The token's `alg` only selects among the server's keys; each key checks its own.
         let fixed = [Some(&self.session), self.provider.as_ref()]
             .into_iter()
             .flatten()
             .find(|key| key.algorithm() == Some(header.alg));
-        let claims = match (fixed, &self.jwks) {
-            (Some(key), _) => decode(token, &key.decoding, &key.validation)?,
+        let (claims, key) = match (fixed, &self.jwks) {
+            (Some(key), _) => (decode(token, &key.decoding, &key.validation)?, None),
             (None, Some(jwks)) => {
                 let pinned = jwks
                     .key(header.kid.as_deref())
@@ -172,11 +196,14 @@ impl Verifier {
                 if pinned.algorithm() != Some(header.alg) {
                     return Err(TokenError::BadSignature);
                 }
-                decode(token, &pinned.key, &pinned.validation)?
+                (
+                    decode(token, &pinned.key, &pinned.validation)?,
+                    Some(pinned),
+                )
             }
             (None, None) => return Err(TokenError::BadSignature),
         };
-        viewer_from(&claims, &self.claims)
+        Ok((viewer_from(&claims, &self.claims)?, key))
     }
 }
 

@@ -97,6 +97,24 @@ async fn bad_tokens_of_every_kind_are_unauthenticated() {
 }
 
 #[tokio::test]
+async fn a_token_accepted_before_is_refused_once_it_has_expired() {
+    let app = spawn_app().await;
+    let exp = now() + 1;
+    let token = sign(Algorithm::HS256, &json!({ "sub": "a", "exp": exp }));
+    // Accepted again and again (from the second time on without checking its signature)…
+    for _ in 0..3 {
+        let response = app.gql(Some(&token), "{ me { id } }", json!({})).await;
+        assert_eq!(response["data"]["me"]["id"], "a", "{response}");
+    }
+    // … until it expires: past `exp` and the 5 s leeway, the same token is refused.
+    while now() <= exp + 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let response = app.gql(Some(&token), "{ me { id } }", json!({})).await;
+    assert_eq!(error_code(&response), Some("UNAUTHENTICATED"), "{response}");
+}
+
+#[tokio::test]
 async fn every_field_but_introspection_needs_a_token() {
     let app = spawn_app().await;
     for query in [
