@@ -56,16 +56,21 @@ impl VerifiedTokens {
         now: i64,
         current_key: impl FnOnce() -> Option<Arc<PinnedKey>>,
     ) -> Option<Viewer> {
-        let mut entries = self.lock();
-        let entry = entries.get(token)?;
-        let key_holds = match &entry.key {
+        // Copied out so that the key check (a header decode, the key set's own lock) runs
+        // without holding this cache.
+        let (viewer, key) = {
+            let mut entries = self.lock();
+            let entry = entries.get(token)?;
+            (entry.viewer.clone(), entry.key.clone())
+        };
+        let key_holds = match &key {
             None => true,
             Some(key) => current_key().is_some_and(|current| Arc::ptr_eq(key, &current)),
         };
-        if now < entry.viewer.expires_at && key_holds {
-            return Some(entry.viewer.clone());
+        if now < viewer.expires_at && key_holds {
+            return Some(viewer);
         }
-        entries.pop(token);
+        self.lock().pop(token);
         None
     }
 
