@@ -192,31 +192,35 @@ impl PresenceStore for FallbackStore {
         }
         self.local.maintain(now).await;
         let mine = self.mine(now);
-        if let Err(err) = self.shared.heartbeat(&mine).await {
-            let err = AppError::Internal(anyhow::anyhow!("presence heartbeat: {err}"));
-            for (project, _) in &mine {
-                self.degrade(*project, &err);
+        match self.shared.heartbeat(&mine).await {
+            Ok(false) => {}
+            // Redis lacked some of this instance's leases: it restarted empty between two
+            // ticks (and keeps nothing on disk), or others swept this instance as dead. Write
+            // everything back rather than wait for a failed call.
+            Ok(true) => {
+                for (project, _) in &mine {
+                    self.touch(*project);
+                }
+                if let Err(err) = self.resync().await {
+                    self.degraded.store(true, Ordering::Release);
+                    tracing::warn!(error = %err, "presence resync failed");
+                    return Vec::new();
+                }
             }
-            return Vec::new();
-        }
-        let projects = match self.shared.projects().await {
-            Ok(projects) => projects,
             Err(err) => {
-                tracing::warn!(error = %err, "presence sweep failed");
+                let err = AppError::Internal(anyhow::anyhow!("presence heartbeat: {err}"));
+                for (project, _) in &mine {
+                    self.degrade(*project, &err);
+                }
                 return Vec::new();
             }
-        };
-        // A Redis that restarted between two ticks (and keeps nothing on disk) forgot this
-        // instance's projects: write everything back rather than wait for a failed call.
-        if mine.iter().any(|(project, _)| !projects.contains(project)) {
-            for (project, _) in &mine {
-                self.touch(*project);
-            }
-            if let Err(err) = self.resync().await {
-                self.degraded.store(true, Ordering::Release);
-                tracing::warn!(error = %err, "presence resync failed");
+        }
+        match self.shared.sweep_expired(now).await {
+            Ok(left) => left,
+            Err(err) => {
+                tracing::warn!(error = %err, "presence sweep failed");
+                Vec::new()
             }
         }
-        self.shared.sweep_all(&projects, now).await
     }
 }

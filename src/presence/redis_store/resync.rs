@@ -6,9 +6,7 @@ use redis::AsyncCommands;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{
-    PROJECTS, RedisStore, SEP, StoredEntry, StoredFocus, entries_key, focus_key, users_key,
-};
+use super::{LEASES, RedisStore, SEP, StoredEntry, StoredFocus, entries_key, focus_key, users_key};
 use crate::redis_link::RedisLink;
 
 impl RedisStore {
@@ -34,7 +32,11 @@ impl RedisStore {
                 .unwrap_or_default();
                 focus.insert(user.clone(), f.into());
             }
-            let present_here = !entries.is_empty();
+            let lease = mine
+                .iter()
+                .filter(|(p, _)| p == project)
+                .map(|(_, entry)| entry.expires_ms)
+                .max();
             rewrite_project(
                 &mut conn,
                 [
@@ -47,8 +49,10 @@ impl RedisStore {
                 &serde_json::Value::Object(focus),
             )
             .await?;
-            if present_here {
-                let _: () = conn.sadd(PROJECTS, project.to_string()).await?;
+            if let Some(lease) = lease {
+                let _: () = conn
+                    .zadd(LEASES, self.lease_member(*project), lease)
+                    .await?;
             }
         }
         Ok(())

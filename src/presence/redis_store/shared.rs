@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::{
-    PROJECTS, RedisStore, StoredEntry, StoredFocus, entries_key, focus_key, internal, users_key,
+    LEASES, RedisStore, StoredEntry, StoredFocus, entries_key, focus_key, internal, users_key,
 };
 use crate::error::AppError;
 use crate::presence::PresenceEntry;
@@ -43,12 +43,14 @@ impl RedisStore {
     ) -> Result<bool, AppError> {
         let json = serde_json::to_string(entry).map_err(anyhow::Error::from)?;
         // The project's keys change together in one script (the recount after an outage
-        // never sees the entry without its count). The registry of projects is one key of
-        // its own (another slot on a cluster), written alongside on the multiplexed link.
+        // never sees the entry without its count). The lease is one key of its own (another
+        // slot on a cluster), written alongside on the multiplexed link, so that an instance
+        // that dies before its first heartbeat is still swept.
         let mut conn = self.conn.clone();
         let register = async {
             let mut conn = self.conn.clone();
-            conn.sadd::<_, _, ()>(PROJECTS, project.to_string()).await
+            conn.zadd::<_, _, _, ()>(LEASES, self.lease_member(project), entry.expires_ms)
+                .await
         };
         let script = redis::Script::new(CONNECT);
         let mut invocation = script.prepare_invoke();
