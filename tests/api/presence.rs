@@ -242,8 +242,8 @@ async fn the_users_of_a_killed_instance_are_marked_left_once_within_the_timeout(
 }
 
 #[tokio::test]
-async fn presence_that_redis_forgot_is_written_back_by_the_next_heartbeat() {
-    const NAME: &str = "presence_that_redis_forgot_is_written_back_by_the_next_heartbeat";
+async fn presence_that_redis_forgot_or_swept_is_written_back_by_the_next_heartbeat() {
+    const NAME: &str = "presence_that_redis_forgot_or_swept_is_written_back_by_the_next_heartbeat";
     if require_redis(NAME).is_none() {
         return;
     }
@@ -284,8 +284,7 @@ async fn presence_that_redis_forgot_is_written_back_by_the_next_heartbeat() {
         .expect("FLUSHALL");
     until_present(&app, &alice, &project, &["alice", "bob"]).await;
 
-    // The counts came back with the entries: bob's second tab is no second JOINED, and his
-    // leaving, once both tabs are gone, is one LEFT.
+    // The counts came back with the entries: bob's second tab is no second JOINED.
     let mut second_tab = app.ws(&bob).await;
     second_tab
         .subscribe("p", EVENTS, json!({ "p": project }))
@@ -295,8 +294,33 @@ async fn presence_that_redis_forgot_is_written_back_by_the_next_heartbeat() {
         None,
         "no second JOINED"
     );
+
+    // What a survivor's sweep leaves of an instance it took for dead while it was only late:
+    // the lease is still there, the entries and counts are gone.
+    let keys: Vec<String> = ["entries", "users"]
+        .iter()
+        .map(|k| format!("tasknest:presence:{{{project}}}:{k}"))
+        .collect();
+    let () = ::redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    until_present(&app, &alice, &project, &["alice", "bob"]).await;
+    let mut third_tab = app.ws(&bob).await;
+    third_tab
+        .subscribe("p", EVENTS, json!({ "p": project }))
+        .await;
+    assert_eq!(
+        watcher.next_event_or_nothing().await,
+        None,
+        "no JOINED again"
+    );
+
+    // Leaving, once every tab is gone, is one LEFT.
     bob_tab.close().await;
     second_tab.close().await;
+    third_tab.close().await;
     let left = watcher.next().await.expect("a presence event");
     assert_eq!(presence_event(&left)["kind"], "LEFT", "{left}");
     assert_eq!(presence_event(&left)["user"]["id"], app.user("bob"));

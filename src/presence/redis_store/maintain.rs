@@ -74,6 +74,22 @@ end
 return {live, left}
 ";
 
+/// KEYS: entries. ARGV: field, entry JSON, field, entry JSON, … Renews the fields that are
+/// there and counts the ones that are not: an entry of a live connection is missing only
+/// when Redis lost it (a restart that kept nothing) or a survivor swept it (this instance
+/// was late and taken for dead), and either way the users' counts must be rebuilt too.
+const RENEW: &str = r"
+local missing = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  else
+    missing = missing + 1
+  end
+end
+return missing
+";
+
 /// KEYS: leases. ARGV: member, the score it was claimed with. Drops the lease unless its
 /// instance renewed it meanwhile.
 const RELEASE: &str = r"
@@ -84,23 +100,29 @@ return 1
 ";
 
 impl RedisStore {
-    /// Renews this instance's entries (one pipeline per project: a cluster takes a pipeline
-    /// per slot) and its leases (one command), all sent at once on the multiplexed link.
-    /// True when Redis lacked some of those leases: it restarted empty, or others swept
-    /// this instance as dead, and the caller writes everything back.
+    /// Renews this instance's entries (one script per project: a cluster runs a script in
+    /// its keys' slot) and its leases (one command), all sent at once on the multiplexed
+    /// link. True when Redis lacked some of them (see [`RENEW`]) and the caller must write
+    /// everything back. A join or leave racing the tick can make that true once too; the
+    /// rewrite is then merely redundant.
     pub(in crate::presence) async fn heartbeat(
         &self,
         mine: &[(Uuid, StoredEntry)],
     ) -> Result<bool, redis::RedisError> {
-        let mut pipes: HashMap<Uuid, redis::Pipeline> = HashMap::new();
+        let script = redis::Script::new(RENEW);
+        let mut renewals: HashMap<Uuid, redis::ScriptInvocation<'_>> = HashMap::new();
         let mut leases: HashMap<Uuid, i64> = HashMap::new();
         for (project, entry) in mine {
             if let Ok(json) = serde_json::to_string(entry) {
-                pipes
+                renewals
                     .entry(*project)
-                    .or_insert_with(redis::pipe)
-                    .hset(entries_key(*project), self.field(&entry.user.id), json)
-                    .ignore();
+                    .or_insert_with(|| {
+                        let mut invocation = script.prepare_invoke();
+                        invocation.key(entries_key(*project));
+                        invocation
+                    })
+                    .arg(self.field(&entry.user.id))
+                    .arg(json);
                 let lease = leases.entry(*project).or_default();
                 *lease = (*lease).max(entry.expires_ms);
             }
@@ -108,7 +130,7 @@ impl RedisStore {
         if leases.is_empty() {
             return Ok(false);
         }
-        let renew = async {
+        let renew_leases = async {
             let members: Vec<(i64, String)> = leases
                 .iter()
                 .map(|(project, lease)| (*lease, self.lease_member(*project)))
@@ -117,12 +139,15 @@ impl RedisStore {
             // ZADD answers how many members were new: a renewal adds none.
             conn.zadd_multiple::<_, _, _, usize>(LEASES, &members).await
         };
-        let sends = pipes.into_values().map(|pipe| {
+        let renew_entries = renewals.into_values().map(|invocation| {
             let mut conn = self.conn.clone();
-            async move { pipe.query_async::<()>(&mut conn).await }
+            async move { invocation.invoke_async::<usize>(&mut conn).await }
         });
-        let (added, _) = tokio::try_join!(renew, futures_util::future::try_join_all(sends))?;
-        Ok(added > 0)
+        let (added, missing) = tokio::try_join!(
+            renew_leases,
+            futures_util::future::try_join_all(renew_entries)
+        )?;
+        Ok(added > 0 || missing.iter().any(|m| *m > 0))
     }
 
     /// Sweeps the pairs whose lease ran out: the LEFT events of users whose last instance
