@@ -113,7 +113,7 @@ impl Application {
         let mut channels = Channels::default();
         channels.register_family(realtime::EVENTS, hub.clone());
         channels.register(conflicts::CHANNEL, conflicts.clone());
-        channels.register(presence::CHANNEL, presence.clone());
+        channels.register_family(presence::CHANNELS, presence.clone());
         channels.register(auth::tokens::CHANNEL, api_tokens.clone());
         bus.clone().listen(channels, shutdown.clone());
 

@@ -155,23 +155,23 @@ impl PresenceSubscription {
         let state = AppState::from_ctx(ctx)?;
         let project_id = parse_uuid("projectId", &project_id)?;
         access::require(&state.db, project_id, viewer, Role::Viewer).await?;
+        // Following the project before joining, so that whoever reacts to this JOINED is
+        // heard; subscribing after it, so that the viewer is not told of its own arrival.
+        state.presence.open(project_id).await;
         let guard = Arc::new(state.presence.join(project_id, snapshot(viewer)).await?);
-        let events = tokio_stream::wrappers::BroadcastStream::new(state.presence.subscribe());
+        let events =
+            tokio_stream::wrappers::BroadcastStream::new(state.presence.subscribe(project_id));
         Ok(events
             .filter_map(move |event| {
                 // The stream owns the guard: when the subscription ends, the viewer leaves.
                 let _present = &guard;
-                let view =
-                    event
-                        .ok()
-                        .filter(|e| e.project_id == project_id)
-                        .map(|e| PresenceEventView {
-                            kind: e.kind,
-                            project_id: e.project_id.into(),
-                            user: e.user.clone().into(),
-                            focus_task_id: e.focus_task_id.map(Into::into),
-                            at: e.at,
-                        });
+                let view = event.ok().map(|e| PresenceEventView {
+                    kind: e.kind,
+                    project_id: e.project_id.into(),
+                    user: e.user.clone().into(),
+                    focus_task_id: e.focus_task_id.map(Into::into),
+                    at: e.at,
+                });
                 std::future::ready(view)
             })
             .boxed())

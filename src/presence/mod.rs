@@ -7,8 +7,11 @@
 //! The registry is in memory on a single instance, and in Redis when `REDIS_URL` is set, so
 //! that every instance answers `presence` the same. Each instance heartbeats the entries of
 //! its own connections; the survivors mark the users of an instance that died without
-//! saying goodbye LEFT once its entries are older than the timeout. Events reach the other
-//! instances on the bus's presence channel, which this service owns.
+//! saying goodbye LEFT once its entries are older than the timeout. Events travel on one bus
+//! channel per project (a family this service owns), which an instance follows only while it
+//! has presence subscribers in the project: like task events, presence costs an instance
+//! only its own rooms, and a burst in one project cannot push another project's events out
+//! of a slow subscriber's queue.
 
 mod fallback;
 pub mod graphql;
@@ -54,8 +57,17 @@ pub struct PresenceEvent {
     pub at: DateTime<Utc>,
 }
 
-/// The bus channel of presence events.
-pub const CHANNEL: &str = "tasknest:presence";
+/// The prefix of the bus channels of presence events, one per project.
+pub const CHANNELS: &str = "tasknest:presence:";
+
+/// The bus channel of one project's presence events (hash-tagged like its keys, so that on a
+/// Redis Cluster it is a shard channel of the same slot).
+pub fn channel(project_id: Uuid) -> String {
+    format!("{CHANNELS}{{{project_id}}}")
+}
+
+/// Presence events a slow subscriber may fall behind by in one project before it skips some.
+const ROOM_CAPACITY: usize = 256;
 
 /// One present user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +118,8 @@ pub trait PresenceStore: Send + Sync + 'static {
 /// The presence service of one instance.
 pub struct Presence {
     store: Arc<dyn PresenceStore>,
-    events: broadcast::Sender<Arc<PresenceEvent>>,
+    /// Projects with presence subscribers here: their events, followed on the bus while open.
+    rooms: Mutex<HashMap<Uuid, Room>>,
     bus: Arc<dyn Bus>,
     settings: PresenceSettings,
     /// Pending FOCUS_CHANGED per (project, user), sent when their window closes.
@@ -123,7 +136,7 @@ impl Presence {
     ) -> Arc<Self> {
         let presence = Arc::new(Self {
             store,
-            events: broadcast::channel(1024).0,
+            rooms: Mutex::new(HashMap::new()),
             bus,
             settings,
             pending_focus: Mutex::new(HashMap::new()),
@@ -132,14 +145,62 @@ impl Presence {
         presence
     }
 
-    /// Presence events from now on (all projects; subscribers filter).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<PresenceEvent>> {
-        self.events.subscribe()
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Room>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands an event (from the bus or from this instance) to local subscribers.
+    /// Opens `project`'s room here: from when this resolves, the events other instances
+    /// publish for the project arrive.
+    pub async fn open(&self, project: Uuid) {
+        let opened = {
+            let mut rooms = self.rooms();
+            let room = rooms.entry(project).or_insert_with(|| Room {
+                events: broadcast::channel(ROOM_CAPACITY).0,
+                idle_ticks: 0,
+            });
+            room.idle_ticks = 0;
+            room.events.receiver_count() == 0
+        };
+        // A room with subscribers is followed already; a fresh or idle one (re)follows, which
+        // is idempotent on the bus.
+        if opened {
+            self.bus.follow(channel(project)).await;
+        }
+    }
+
+    /// `project`'s presence events from now on (after [`open`](Self::open)).
+    pub fn subscribe(&self, project: Uuid) -> broadcast::Receiver<Arc<PresenceEvent>> {
+        self.rooms()
+            .entry(project)
+            .or_insert_with(|| Room {
+                events: broadcast::channel(ROOM_CAPACITY).0,
+                idle_ticks: 0,
+            })
+            .events
+            .subscribe()
+    }
+
+    /// Hands an event (from the bus or from this instance) to its project's subscribers here.
     fn deliver(&self, event: Arc<PresenceEvent>) {
-        let _ = self.events.send(event);
+        if let Some(room) = self.rooms().get(&event.project_id) {
+            let _ = room.events.send(event);
+        }
+    }
+
+    /// Closes the rooms nobody has listened to for two ticks, and stops following them.
+    fn close_idle_rooms(&self) {
+        self.rooms().retain(|project, room| {
+            if room.events.receiver_count() == 0 {
+                room.idle_ticks += 1;
+            } else {
+                room.idle_ticks = 0;
+            }
+            let open = room.idle_ticks < 2;
+            if !open {
+                self.bus.unfollow(channel(*project));
+            }
+            open
+        });
     }
 
     /// Counts a connection in; announces JOINED for the user's first one. Returns a guard
@@ -236,7 +297,7 @@ impl Presence {
         let event = Arc::new(event);
         self.deliver(event.clone());
         self.bus.publish(
-            CHANNEL.into(),
+            channel(event.project_id).into(),
             Box::new(move || serde_json::to_vec(&*event).ok()),
         );
     }
@@ -251,8 +312,17 @@ impl Presence {
             for left in self.store.maintain(Utc::now()).await {
                 self.send(left).await;
             }
+            self.close_idle_rooms();
         }
     }
+}
+
+/// One project's presence events on this instance.
+struct Room {
+    events: broadcast::Sender<Arc<PresenceEvent>>,
+    /// Maintenance ticks in a row that found nobody listening; the room closes at two, so
+    /// that one opened just before a tick is not closed before its subscriber arrives.
+    idle_ticks: u8,
 }
 
 /// Holds one connection's presence; dropping it counts the connection out.
@@ -272,7 +342,8 @@ impl Drop for PresenceGuard {
     }
 }
 
-/// Presence events of the other instances arrive here from the bus.
+/// Presence events of the other instances arrive here from the bus, on the channels of the
+/// projects this instance follows.
 impl ChannelHandler for Presence {
     fn receive(&self, payload: &[u8]) {
         match serde_json::from_slice::<PresenceEvent>(payload) {

@@ -132,7 +132,7 @@ async fn a_last_event_whose_publish_was_lost_still_arrives_within_the_check_inte
 }
 
 /// Subscribers of `channel` in Redis (`PUBSUB NUMSUB`).
-async fn redis_subscribers(redis: &str, channel: &str) -> i64 {
+pub async fn redis_subscribers(redis: &str, channel: &str) -> i64 {
     let client = redis::Client::open(redis).expect("a Redis URL");
     let mut conn = client
         .get_multiplexed_async_connection()

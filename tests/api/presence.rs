@@ -242,6 +242,78 @@ async fn the_users_of_a_killed_instance_are_marked_left_once_within_the_timeout(
 }
 
 #[tokio::test]
+async fn an_instance_follows_the_presence_of_only_the_projects_it_has_listeners_in() {
+    const NAME: &str = "an_instance_follows_the_presence_of_only_the_projects_it_has_listeners_in";
+    let Some(redis) = require_redis(NAME) else {
+        return;
+    };
+    // Short ticks: a room nobody listens to closes within about two of them.
+    let configure = |c: &mut tasknest::Config| {
+        c.redis_url = Some(redis.clone());
+        c.presence_timeout = Duration::from_millis(900);
+    };
+    let a = spawn_app_with(configure).await;
+    let b = spawn_app_sharing(&a, configure).await;
+    let alice = a.token("alice");
+    let bob = a.token("bob");
+    let watched = a.create_project(&alice, "Watched on B").await;
+    let elsewhere = a.create_project(&alice, "Only on A").await;
+    a.add_member(&alice, &watched, "bob", "EDITOR").await;
+    a.add_member(&alice, &elsewhere, "bob", "EDITOR").await;
+    let followers = |p: &str| {
+        let channel = format!("tasknest:presence:{{{p}}}");
+        let redis = redis.clone();
+        async move { crate::multi_instance::redis_subscribers(&redis, &channel).await }
+    };
+
+    let mut on_b = b.ws(&alice).await;
+    on_b.subscribe("p", EVENTS, json!({ "p": watched })).await;
+    until_present(&a, &alice, &watched, &["alice"]).await;
+    assert_eq!(
+        followers(&watched).await,
+        1,
+        "B follows the watched project"
+    );
+    assert_eq!(followers(&elsewhere).await, 0, "nobody follows the other");
+
+    // Bob in the other project, on A: A follows it, B hears nothing of it.
+    let mut bob_elsewhere = a.ws(&bob).await;
+    bob_elsewhere
+        .subscribe("p", EVENTS, json!({ "p": elsewhere }))
+        .await;
+    until_present(&a, &bob, &elsewhere, &["bob"]).await;
+    assert_eq!(followers(&elsewhere).await, 1);
+    assert_eq!(
+        on_b.next_event_or_nothing().await,
+        None,
+        "B hears nothing of it"
+    );
+
+    // Bob in the watched project, on A: alice on B hears it.
+    let mut bob_watched = a.ws(&bob).await;
+    bob_watched
+        .subscribe("p", EVENTS, json!({ "p": watched }))
+        .await;
+    let joined = on_b.next().await.expect("a presence event");
+    assert_eq!(presence_event(&joined)["kind"], "JOINED", "{joined}");
+    assert_eq!(presence_event(&joined)["projectId"], watched);
+    assert_eq!(presence_event(&joined)["user"]["id"], a.user("bob"));
+    assert_eq!(followers(&watched).await, 2);
+
+    // Once alice's subscription ends, B stops following the project.
+    on_b.close().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while followers(&watched).await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B unfollows the watched project"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((bob_elsewhere, bob_watched));
+}
+
+#[tokio::test]
 async fn presence_that_redis_forgot_or_swept_is_written_back_by_the_next_heartbeat() {
     const NAME: &str = "presence_that_redis_forgot_or_swept_is_written_back_by_the_next_heartbeat";
     if require_redis(NAME).is_none() {
