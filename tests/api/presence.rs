@@ -354,18 +354,7 @@ async fn presence_that_redis_forgot_or_swept_is_written_back_by_the_next_heartbe
         .query_async(&mut conn)
         .await
         .expect("FLUSHALL");
-    until_present(&app, &alice, &project, &["alice", "bob"]).await;
-
-    // The counts came back with the entries: bob's second tab is no second JOINED.
-    let mut second_tab = app.ws(&bob).await;
-    second_tab
-        .subscribe("p", EVENTS, json!({ "p": project }))
-        .await;
-    assert_eq!(
-        watcher.next_event_or_nothing().await,
-        None,
-        "no second JOINED"
-    );
+    let second_tab = another_tab_once_rewritten(&app, &project, &mut watcher).await;
 
     // What a survivor's sweep leaves of an instance it took for dead while it was only late:
     // the lease is still there, the entries and counts are gone.
@@ -378,16 +367,7 @@ async fn presence_that_redis_forgot_or_swept_is_written_back_by_the_next_heartbe
         .query_async(&mut conn)
         .await
         .expect("DEL");
-    until_present(&app, &alice, &project, &["alice", "bob"]).await;
-    let mut third_tab = app.ws(&bob).await;
-    third_tab
-        .subscribe("p", EVENTS, json!({ "p": project }))
-        .await;
-    assert_eq!(
-        watcher.next_event_or_nothing().await,
-        None,
-        "no JOINED again"
-    );
+    let third_tab = another_tab_once_rewritten(&app, &project, &mut watcher).await;
 
     // Leaving, once every tab is gone, is one LEFT.
     bob_tab.close().await;
@@ -396,6 +376,24 @@ async fn presence_that_redis_forgot_or_swept_is_written_back_by_the_next_heartbe
     let left = watcher.next().await.expect("a presence event");
     assert_eq!(presence_event(&left)["kind"], "LEFT", "{left}");
     assert_eq!(presence_event(&left)["user"]["id"], app.user("bob"));
+}
+
+/// Once presence that Redis lost is written back, alice and bob are listed again, and the
+/// counts came back with the entries: another tab of bob's is no JOINED.
+async fn another_tab_once_rewritten(
+    app: &TestApp,
+    project: &str,
+    watcher: &mut WsClient,
+) -> WsClient {
+    until_present(app, &app.token("alice"), project, &["alice", "bob"]).await;
+    let mut tab = app.ws(&app.token("bob")).await;
+    tab.subscribe("p", EVENTS, json!({ "p": project })).await;
+    assert_eq!(
+        watcher.next_event_or_nothing().await,
+        None,
+        "no JOINED again"
+    );
+    tab
 }
 
 #[tokio::test]
