@@ -159,8 +159,9 @@ impl PresenceSubscription {
         // heard; subscribing after it, so that the viewer is not told of its own arrival.
         state.presence.open(project_id).await;
         let guard = Arc::new(state.presence.join(project_id, snapshot(viewer)).await?);
-        let events =
-            tokio_stream::wrappers::BroadcastStream::new(state.presence.subscribe(project_id));
+        let events = tokio_stream::wrappers::BroadcastStream::new(
+            state.presence.subscribe(project_id).await,
+        );
         Ok(events
             .filter_map(move |event| {
                 // The stream owns the guard: when the subscription ends, the viewer leaves.

@@ -149,35 +149,39 @@ impl Presence {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens `project`'s room here: from when this resolves, the events other instances
-    /// publish for the project arrive.
-    pub async fn open(&self, project: Uuid) {
-        let opened = {
-            let mut rooms = self.rooms();
-            let room = rooms.entry(project).or_insert_with(|| Room {
+    /// `project`'s room here (its idle count reset), and whether it had to be opened.
+    fn room(&self, project: Uuid) -> (broadcast::Sender<Arc<PresenceEvent>>, bool) {
+        let mut rooms = self.rooms();
+        let mut fresh = false;
+        let room = rooms.entry(project).or_insert_with(|| {
+            fresh = true;
+            Room {
                 events: broadcast::channel(ROOM_CAPACITY).0,
                 idle_ticks: 0,
-            });
-            room.idle_ticks = 0;
-            room.events.receiver_count() == 0
-        };
-        // A room with subscribers is followed already; a fresh or idle one (re)follows, which
-        // is idempotent on the bus.
-        if opened {
+            }
+        });
+        room.idle_ticks = 0;
+        (room.events.clone(), fresh)
+    }
+
+    /// Opens `project`'s room here: once this resolves, the events other instances publish
+    /// for the project arrive. A room that exists is followed already (closing one
+    /// unfollows it and removes it).
+    pub async fn open(&self, project: Uuid) {
+        if self.room(project).1 {
             self.bus.follow(channel(project)).await;
         }
     }
 
-    /// `project`'s presence events from now on (after [`open`](Self::open)).
-    pub fn subscribe(&self, project: Uuid) -> broadcast::Receiver<Arc<PresenceEvent>> {
-        self.rooms()
-            .entry(project)
-            .or_insert_with(|| Room {
-                events: broadcast::channel(ROOM_CAPACITY).0,
-                idle_ticks: 0,
-            })
-            .events
-            .subscribe()
+    /// `project`'s presence events from now on. Opens the room again if maintenance closed
+    /// it since [`open`](Self::open).
+    pub async fn subscribe(&self, project: Uuid) -> broadcast::Receiver<Arc<PresenceEvent>> {
+        let (events, fresh) = self.room(project);
+        let receiver = events.subscribe();
+        if fresh {
+            self.bus.follow(channel(project)).await;
+        }
+        receiver
     }
 
     /// Hands an event (from the bus or from this instance) to its project's subscribers here.
