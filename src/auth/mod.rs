@@ -85,11 +85,17 @@ impl Viewer {
     }
 
     /// How long a connection opened now may run on this token. A token that never expires
-    /// (an API token) counts as a year: longer than any connection lives.
+    /// (an API token) counts as a year: longer than any connection lives. Counted in
+    /// milliseconds: counted from the whole second, a connection could end up to a second
+    /// early or late against a request checked at the same moment.
     pub fn remaining(&self) -> std::time::Duration {
-        const YEAR: i64 = 365 * 24 * 3600;
-        let left = self.expires_at.saturating_sub(unix_now()).clamp(0, YEAR);
-        std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+        const YEAR_MS: i64 = 365 * 24 * 3600 * 1000;
+        let left = self
+            .expires_at
+            .saturating_mul(1000)
+            .saturating_sub(chrono::Utc::now().timestamp_millis())
+            .clamp(0, YEAR_MS);
+        std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0))
     }
 
     /// Who the log records as having acted, and through what.

@@ -181,7 +181,7 @@ impl ApiTokens {
             user_id: user.id,
             name: user.name,
             avatar_url: user.avatar_url,
-            expires_at: token.expires_at.map_or(i64::MAX, |at| at.timestamp()),
+            expires_at: token.expires_at.map_or(i64::MAX, expiry_second),
             via: Via::ApiToken(Arc::new(service::grant_of(&token))),
         })
     }
@@ -237,5 +237,26 @@ pub fn require_session(viewer: &Viewer) -> Result<(), AppError> {
         Via::ApiToken(_) => Err(AppError::Forbidden(
             "API tokens cannot manage API tokens: sign in to do this",
         )),
+    }
+}
+
+/// An API token's expiry as the whole second a connection on it may last until, rounded up:
+/// a connection must not end before the token does, or a request right after the close
+/// would still be let in.
+fn expiry_second(at: chrono::DateTime<Utc>) -> i64 {
+    at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::expiry_second;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn a_connection_never_ends_before_its_api_token_expires() {
+        let whole = Utc.timestamp_opt(1_000, 0).unwrap();
+        let later = Utc.timestamp_opt(1_000, 700_000_000).unwrap();
+        assert_eq!(expiry_second(whole), 1_000);
+        assert_eq!(expiry_second(later), 1_001);
     }
 }
