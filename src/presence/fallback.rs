@@ -194,9 +194,9 @@ impl PresenceStore for FallbackStore {
         let mine = self.mine(now);
         match self.shared.heartbeat(&mine).await {
             Ok(false) => {}
-            // Redis lacked some of this instance's leases: it restarted empty between two
-            // ticks (and keeps nothing on disk), or others swept this instance as dead. Write
-            // everything back rather than wait for a failed call.
+            // Redis lacked some of this instance's entries or leases: it restarted empty
+            // between two ticks (and keeps nothing on disk), or a survivor swept this instance
+            // while it was only late. Write everything back rather than wait for a failed call.
             Ok(true) => {
                 for (project, _) in &mine {
                     self.touch(*project);

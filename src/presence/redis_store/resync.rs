@@ -22,7 +22,9 @@ impl RedisStore {
         for project in projects {
             let mut entries = serde_json::Map::new();
             let mut focus = serde_json::Map::new();
+            let mut lease = None;
             for (_, entry) in mine.iter().filter(|(p, _)| p == project) {
+                lease = lease.max(Some(entry.expires_ms));
                 let user = &entry.user.id;
                 let json = serde_json::to_string(entry).unwrap_or_default();
                 entries.insert(self.field(user), json.into());
@@ -32,11 +34,6 @@ impl RedisStore {
                 .unwrap_or_default();
                 focus.insert(user.clone(), f.into());
             }
-            let lease = mine
-                .iter()
-                .filter(|(p, _)| p == project)
-                .map(|(_, entry)| entry.expires_ms)
-                .max();
             rewrite_project(
                 &mut conn,
                 [
