@@ -188,6 +188,8 @@ impl Application {
         };
         let schema = graphql::build_schema(state.clone());
         let router = http::router(state.clone(), schema)?;
+        let open_files = http::raise_open_files_limit();
+        tracing::debug!(?open_files, "open-file limit");
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("cannot listen on {} (TASKNEST_ADDR)", config.addr))?;

@@ -115,6 +115,8 @@ pub struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Thousands of subscribers are thousands of sockets, whatever the shell's soft limit.
+    tasknest::http::raise_open_files_limit();
     if args.floor {
         return floor::run(args.subscribers);
     }

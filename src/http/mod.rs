@@ -180,3 +180,23 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .max_age(std::time::Duration::from_secs(600)),
     )
 }
+
+/// Raises this process's open-file limit from its soft value to the hard one, so that a
+/// server started from a shell with the usual soft limit of 1,024 can still hold thousands
+/// of connections (each is a file descriptor); returns the limit now in force. Accepting
+/// past the limit fails with EMFILE, which axum retries after a pause while every new
+/// client waits.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    // No hard maximum ("unlimited") cannot be the soft value for files; leave it be.
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+    {
+        limit.current = Some(maximum);
+        if let Err(err) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %err, "cannot raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}

@@ -1,6 +1,7 @@
 //! The binary: configuration errors, `token`, `schema`, and migrations racing on PostgreSQL.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -90,4 +91,28 @@ async fn instances_migrating_at_once_on_postgres_do_not_race() {
         let status = child.wait().expect("wait");
         assert!(status.success(), "a concurrent migrate failed");
     }
+}
+
+#[tokio::test]
+async fn a_server_started_with_a_low_open_file_limit_still_holds_more_connections() {
+    // This process holds the clients' ends.
+    tasknest::http::raise_open_files_limit();
+    let app = spawn_app().await;
+    let server = ChildInstance::start_with_file_limit(&app.database_url, 256).await;
+    // Each waits for a request, so the server keeps its socket open; at 256 files it could
+    // accept only about 240 and then every accept, the next request's too, fails (EMFILE).
+    let mut idle = Vec::new();
+    for n in 0..400 {
+        let connect = tokio::net::TcpStream::connect(server.addr);
+        let socket = tokio::time::timeout(Duration::from_secs(10), connect).await;
+        let socket = socket.unwrap_or_else(|_| panic!("connection {n} was not accepted"));
+        idle.push(socket.expect("connect"));
+    }
+    let health = tokio::time::timeout(
+        Duration::from_secs(10),
+        reqwest::get(format!("http://{}/healthz", server.addr)),
+    )
+    .await
+    .expect("answered with 400 connections open");
+    assert_eq!(health.expect("request").status(), 200);
 }

@@ -453,13 +453,38 @@ impl ChildInstance {
 
     /// Like [`start`](Self::start), with more environment settings.
     pub async fn start_with(database_url: &str, redis_url: &str, env: &[(&str, &str)]) -> Self {
+        let binary = std::process::Command::new(env!("CARGO_BIN_EXE_tasknest"));
+        Self::start_command(binary, database_url, Some(redis_url), env).await
+    }
+
+    /// A single instance (no Redis) started from a shell whose soft open-file limit is
+    /// `open_files`, as a login shell's 1,024 is.
+    pub async fn start_with_file_limit(database_url: &str, open_files: u32) -> Self {
+        let mut shell = std::process::Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -Sn {open_files} && exec \"$0\""),
+            env!("CARGO_BIN_EXE_tasknest"),
+        ]);
+        Self::start_command(shell, database_url, None, &[]).await
+    }
+
+    async fn start_command(
+        mut command: std::process::Command,
+        database_url: &str,
+        redis_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        match redis_url {
+            Some(redis_url) => command.env("REDIS_URL", redis_url),
+            None => command.env_remove("REDIS_URL"),
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tasknest"))
+        let child = command
             .env("DATABASE_URL", database_url)
-            .env("REDIS_URL", redis_url)
             .env("JWT_SECRET", SECRET)
             .env("TASKNEST_ADDR", format!("127.0.0.1:{port}"))
             .env("TASKNEST_PRESENCE_TIMEOUT", "1500ms")
