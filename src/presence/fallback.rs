@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::memory::MemoryStore;
 use super::redis_store::{RedisStore, StoredEntry};
-use super::{PresenceEntry, PresenceEvent, PresenceStore, not_present};
+use super::{PresenceEntry, PresenceStore, Upkeep, not_present};
 use crate::error::AppError;
 use crate::events::UserSnapshot;
 
@@ -74,8 +74,8 @@ impl FallbackStore {
     }
 
     /// Writes the local state back into Redis and recounts; holds the gate, so no join or
-    /// leave interleaves with it.
-    async fn resync(&self) -> Result<(), redis::RedisError> {
+    /// leave interleaves with it. Returns the projects where swept users came back.
+    async fn resync(&self) -> Result<Vec<Uuid>, redis::RedisError> {
         let _gate = self.gate.write().await;
         let mine = self.mine(Utc::now());
         let mut projects = self
@@ -84,14 +84,14 @@ impl FallbackStore {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         projects.extend(mine.iter().map(|(project, _)| *project));
-        self.shared.rewrite(&mine, &projects).await?;
+        let written_back = self.shared.rewrite(&mine, &projects).await?;
         self.touched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.degraded.store(false, Ordering::Release);
         tracing::info!("presence: Redis is back, shared registry rewritten");
-        Ok(())
+        Ok(written_back)
     }
 }
 
@@ -183,12 +183,20 @@ impl PresenceStore for FallbackStore {
         self.local.list(project).await
     }
 
-    async fn maintain(&self, now: DateTime<Utc>) -> Vec<PresenceEvent> {
-        if self.is_degraded()
-            && let Err(err) = self.resync().await
-        {
-            tracing::debug!(error = %err, "presence: Redis still unavailable");
-            return Vec::new();
+    fn lists_everyone(&self) -> bool {
+        !self.is_degraded()
+    }
+
+    async fn maintain(&self, now: DateTime<Utc>) -> Upkeep {
+        let mut upkeep = Upkeep::default();
+        if self.is_degraded() {
+            match self.resync().await {
+                Ok(written_back) => upkeep.written_back = written_back,
+                Err(err) => {
+                    tracing::debug!(error = %err, "presence: Redis still unavailable");
+                    return upkeep;
+                }
+            }
         }
         self.local.maintain(now).await;
         let mine = self.mine(now);
@@ -201,10 +209,13 @@ impl PresenceStore for FallbackStore {
                 for (project, _) in &mine {
                     self.touch(*project);
                 }
-                if let Err(err) = self.resync().await {
-                    self.degraded.store(true, Ordering::Release);
-                    tracing::warn!(error = %err, "presence resync failed");
-                    return Vec::new();
+                match self.resync().await {
+                    Ok(written_back) => upkeep.written_back.extend(written_back),
+                    Err(err) => {
+                        self.degraded.store(true, Ordering::Release);
+                        tracing::warn!(error = %err, "presence resync failed");
+                        return upkeep;
+                    }
                 }
             }
             Err(err) => {
@@ -212,15 +223,13 @@ impl PresenceStore for FallbackStore {
                 for (project, _) in &mine {
                     self.degrade(*project, &err);
                 }
-                return Vec::new();
+                return upkeep;
             }
         }
         match self.shared.sweep_expired(now).await {
-            Ok(left) => left,
-            Err(err) => {
-                tracing::warn!(error = %err, "presence sweep failed");
-                Vec::new()
-            }
+            Ok(left) => upkeep.left = left,
+            Err(err) => tracing::warn!(error = %err, "presence sweep failed"),
         }
+        upkeep
     }
 }

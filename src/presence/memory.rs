@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{PresenceEntry, PresenceEvent, PresenceStore};
+use super::{PresenceEntry, PresenceStore, Upkeep};
 use crate::error::AppError;
 use crate::events::UserSnapshot;
 
@@ -144,12 +144,12 @@ impl PresenceStore for MemoryStore {
         Ok(entries)
     }
 
-    async fn maintain(&self, now: DateTime<Utc>) -> Vec<PresenceEvent> {
+    async fn maintain(&self, now: DateTime<Utc>) -> Upkeep {
         for users in self.projects().values_mut() {
             for entry in users.values_mut() {
                 entry.presence.last_seen_at = now;
             }
         }
-        Vec::new()
+        Upkeep::default()
     }
 }

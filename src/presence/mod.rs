@@ -12,11 +12,18 @@
 //! has presence subscribers in the project: like task events, presence costs an instance
 //! only its own rooms, and a burst in one project cannot push another project's events out
 //! of a slow subscriber's queue.
+//!
+//! Presence is not logged, so what an instance misses is made up by a diff: each room keeps
+//! who its subscribers were told is present, and when the instance hears the others again
+//! after a break in its bus link, or another instance wrote back users that had been swept
+//! while it was only late (it says so on the project's channel), the room is compared with
+//! the registry and its subscribers get the JOINED, LEFT and FOCUS_CHANGED they missed.
 
 mod fallback;
 pub mod graphql;
 mod memory;
 mod redis_store;
+mod room;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +37,8 @@ use uuid::Uuid;
 
 use crate::error::AppError;
 use crate::events::UserSnapshot;
-use crate::realtime::{Bus, ChannelHandler};
+use crate::realtime::{Bus, BusStatus, ChannelHandler};
+use room::{REPAIR_DELAY_TICKS, Room};
 
 pub use fallback::FallbackStore;
 pub use memory::MemoryStore;
@@ -66,8 +74,12 @@ pub fn channel(project_id: Uuid) -> String {
     format!("{CHANNELS}{{{project_id}}}")
 }
 
-/// Presence events a slow subscriber may fall behind by in one project before it skips some.
-const ROOM_CAPACITY: usize = 256;
+/// What goes on a project's presence channel besides events: "diff your room against the
+/// registry", from an instance that wrote back users others had been told left.
+#[derive(Serialize, Deserialize)]
+struct RepairHint {
+    repair: Uuid,
+}
 
 /// One present user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,9 +122,23 @@ pub trait PresenceStore: Send + Sync + 'static {
     ) -> Result<(), AppError>;
     /// Everyone present, in one round trip.
     async fn list(&self, project: Uuid) -> Result<Vec<PresenceEntry>, AppError>;
-    /// Heartbeats this instance's entries and sweeps other instances' stale ones; returns
-    /// the LEFT events of users who are gone.
-    async fn maintain(&self, now: DateTime<Utc>) -> Vec<PresenceEvent>;
+    /// Heartbeats this instance's entries and sweeps other instances' stale ones.
+    async fn maintain(&self, now: DateTime<Utc>) -> Upkeep;
+    /// Whether [`list`](Self::list) answers for every instance (not only this one's users,
+    /// as while the shared registry is out of reach).
+    fn lists_everyone(&self) -> bool {
+        true
+    }
+}
+
+/// What a maintenance tick of the store found.
+#[derive(Debug, Default)]
+pub struct Upkeep {
+    /// LEFT events of other instances' users who are gone.
+    pub left: Vec<PresenceEvent>,
+    /// Projects where this instance wrote back users that other instances had swept (and
+    /// told their subscribers had left).
+    pub written_back: Vec<Uuid>,
 }
 
 /// The presence service of one instance.
@@ -155,10 +181,7 @@ impl Presence {
         let mut fresh = false;
         let room = rooms.entry(project).or_insert_with(|| {
             fresh = true;
-            Room {
-                events: broadcast::channel(ROOM_CAPACITY).0,
-                idle_ticks: 0,
-            }
+            Room::new()
         });
         room.idle_ticks = 0;
         (room.events.clone(), fresh)
@@ -169,7 +192,7 @@ impl Presence {
     /// unfollows it and removes it).
     pub async fn open(&self, project: Uuid) {
         if self.room(project).1 {
-            self.bus.follow(channel(project)).await;
+            self.follow(project).await;
         }
     }
 
@@ -179,15 +202,75 @@ impl Presence {
         let (events, fresh) = self.room(project);
         let receiver = events.subscribe();
         if fresh {
-            self.bus.follow(channel(project)).await;
+            self.follow(project).await;
         }
         receiver
     }
 
+    /// Follows a new room's channel, then reads who is present as its roster (with other
+    /// instances there is something to repair later; alone, the events are all there is).
+    async fn follow(&self, project: Uuid) {
+        self.bus.follow(channel(project)).await;
+        if self.bus.status() != BusStatus::InProcess {
+            self.read_roster(project, false).await;
+        }
+    }
+
+    /// Reads `project`'s presence from the registry into its room's roster; with
+    /// `announce`, tells the subscribers what they missed.
+    async fn read_roster(&self, project: Uuid, announce: bool) {
+        match self.rooms().get_mut(&project) {
+            Some(room) => room.begin_read(),
+            None => return,
+        }
+        let listed = self.store.list(project).await;
+        if let Err(err) = &listed {
+            tracing::warn!(error = ?err, "presence: cannot read the registry for a room");
+        }
+        if let Some(room) = self.rooms().get_mut(&project) {
+            room.end_read(project, listed.ok(), announce);
+        }
+    }
+
+    /// Schedules a diff of `project`'s room (every room for `None`) against the registry.
+    fn repair_later(&self, project: Option<Uuid>) {
+        let mut rooms = self.rooms();
+        let due = rooms
+            .iter_mut()
+            .filter(|(id, _)| project.is_none_or(|p| p == **id));
+        for (_, room) in due {
+            room.repair_in = REPAIR_DELAY_TICKS;
+        }
+    }
+
+    /// Diffs the rooms whose repair is due (once the registry answers for everyone).
+    async fn repair_due_rooms(&self) {
+        let ready = self.store.lists_everyone();
+        let due: Vec<Uuid> = self
+            .rooms()
+            .iter_mut()
+            .filter_map(|(project, room)| match room.repair_in {
+                0 => None,
+                1 if ready => {
+                    room.repair_in = 0;
+                    Some(*project)
+                }
+                1 => None,
+                _ => {
+                    room.repair_in -= 1;
+                    None
+                }
+            })
+            .collect();
+        for project in due {
+            self.read_roster(project, true).await;
+        }
+    }
+
     /// Hands an event (from the bus or from this instance) to its project's subscribers here.
     fn deliver(&self, event: Arc<PresenceEvent>) {
-        if let Some(room) = self.rooms().get(&event.project_id) {
-            let _ = room.events.send(event);
+        if let Some(room) = self.rooms().get_mut(&event.project_id) {
+            room.deliver(event);
         }
     }
 
@@ -313,20 +396,23 @@ impl Presence {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            for left in self.store.maintain(Utc::now()).await {
+            let upkeep = self.store.maintain(Utc::now()).await;
+            for left in upkeep.left {
                 self.send(left).await;
             }
+            for project in upkeep.written_back {
+                // This instance's rooms may have heard the sweep's LEFT too.
+                self.repair_later(Some(project));
+                let hint = RepairHint { repair: project };
+                self.bus.publish(
+                    channel(project).into(),
+                    Box::new(move || serde_json::to_vec(&hint).ok()),
+                );
+            }
+            self.repair_due_rooms().await;
             self.close_idle_rooms();
         }
     }
-}
-
-/// One project's presence events on this instance.
-struct Room {
-    events: broadcast::Sender<Arc<PresenceEvent>>,
-    /// Maintenance ticks in a row that found nobody listening; the room closes at two, so
-    /// that one opened just before a tick is not closed before its subscriber arrives.
-    idle_ticks: u8,
 }
 
 /// Holds one connection's presence; dropping it counts the connection out.
@@ -352,8 +438,17 @@ impl ChannelHandler for Presence {
     fn receive(&self, payload: &[u8]) {
         match serde_json::from_slice::<PresenceEvent>(payload) {
             Ok(event) => self.deliver(Arc::new(event)),
-            Err(err) => tracing::warn!(error = %err, "undecodable presence event on the bus"),
+            Err(err) => match serde_json::from_slice::<RepairHint>(payload) {
+                Ok(hint) => self.repair_later(Some(hint.repair)),
+                Err(_) => tracing::warn!(error = %err, "undecodable presence event on the bus"),
+            },
         }
+    }
+
+    /// What the other instances published during the break is lost: every room is diffed
+    /// against the registry once they have all had a heartbeat.
+    fn reconnected(&self) {
+        self.repair_later(None);
     }
 }
 

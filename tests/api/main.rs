@@ -28,6 +28,7 @@ mod permissions;
 mod persisted_queries;
 mod playground;
 mod presence;
+mod presence_repair;
 mod projects;
 mod rate_limits;
 mod redis_fallback;

@@ -12,7 +12,7 @@ const LIST: &str =
     "query($p: ID!) { presence(projectId: $p) { focusTaskId onlineSince lastSeenAt user { id } } }";
 pub const FOCUS: &str = "mutation($p: ID!, $t: ID) { focusTask(projectId: $p, taskId: $t) { focusTaskId user { id } } }";
 
-fn presence_event(message: &Value) -> &Value {
+pub fn presence_event(message: &Value) -> &Value {
     &message["payload"]["data"]["presenceEvents"]
 }
 

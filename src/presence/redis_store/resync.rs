@@ -12,13 +12,17 @@ use crate::redis_link::RedisLink;
 impl RedisStore {
     /// Writes this instance's entries back into Redis after an outage and recounts the
     /// users of every project in `projects` (those it has entries in, and those whose
-    /// entries changed while Redis was away) from all instances' entries.
+    /// entries changed while Redis was away) from all instances' entries. Returns the
+    /// projects where some of this instance's users had been swept (counted out while the
+    /// registry kept others of the project: a survivor took this instance for dead and told
+    /// everyone they left), which the write brought back.
     pub(in crate::presence) async fn rewrite(
         &self,
         mine: &[(Uuid, StoredEntry)],
         projects: &HashSet<Uuid>,
-    ) -> Result<(), redis::RedisError> {
+    ) -> Result<Vec<Uuid>, redis::RedisError> {
         let mut conn = self.conn.clone();
+        let mut written_back = Vec::new();
         for project in projects {
             let mut entries = serde_json::Map::new();
             let mut focus = serde_json::Map::new();
@@ -34,7 +38,7 @@ impl RedisStore {
                 .unwrap_or_default();
                 focus.insert(user.clone(), f.into());
             }
-            rewrite_project(
+            let swept = rewrite_project(
                 &mut conn,
                 [
                     entries_key(*project),
@@ -46,24 +50,40 @@ impl RedisStore {
                 &serde_json::Value::Object(focus),
             )
             .await?;
+            if swept {
+                written_back.push(*project);
+            }
             if let Some(lease) = lease {
                 let _: () = conn
                     .zadd(LEASES, self.lease_member(*project), lease)
                     .await?;
             }
         }
-        Ok(())
+        Ok(written_back)
     }
 }
 
 /// KEYS: entries, users, focus. ARGV: this instance's field suffix, its entries (field →
 /// JSON) and its users' focus (user → JSON). Drops this instance's entries that are gone,
 /// writes the others, and recounts every user's connections from all instances' entries, so
-/// the counts that joins and leaves missed during the outage are right again.
+/// the counts that joins and leaves missed during the outage are right again. Returns 1 when
+/// one of this instance's users had no count while the project still counted someone: a
+/// sweep took them out (a Redis that restarted empty counts nobody, and had told nobody).
 const SCRIPT: &str = r"
 local suffix = ARGV[1]
 local mine = cjson.decode(ARGV[2])
 local focus = cjson.decode(ARGV[3])
+local before = {}
+local counted = false
+local old = redis.call('HGETALL', KEYS[2])
+for i = 1, #old, 2 do
+  before[old[i]] = true
+  counted = true
+end
+local swept = 0
+for user, _ in pairs(focus) do
+  if counted and not before[user] then swept = 1 end
+end
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(field, -#suffix) == suffix and mine[field] == nil then
     redis.call('HDEL', KEYS[1], field)
@@ -92,17 +112,17 @@ end
 for user, f in pairs(focus) do
   redis.call('HSET', KEYS[3], user, f)
 end
-return 1
+return swept
 ";
 
-/// Runs the rewrite for one project.
+/// Runs the rewrite for one project; whether it brought back swept users.
 async fn rewrite_project(
     conn: &mut RedisLink,
     keys: [String; 3],
     suffix: &str,
     entries: &Value,
     focus: &Value,
-) -> Result<(), redis::RedisError> {
+) -> Result<bool, redis::RedisError> {
     redis::Script::new(SCRIPT)
         .key(&keys[0])
         .key(&keys[1])
@@ -112,5 +132,5 @@ async fn rewrite_project(
         .arg(focus.to_string())
         .invoke_async::<i64>(conn)
         .await
-        .map(|_| ())
+        .map(|swept| swept == 1)
 }

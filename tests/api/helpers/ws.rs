@@ -187,10 +187,14 @@ impl WsClient {
 
     /// Any message arriving within half a second (expected: none).
     pub async fn next_event_or_nothing(&mut self) -> Option<Value> {
-        tokio::time::timeout(Duration::from_millis(500), self.next())
-            .await
-            .ok()
-            .flatten()
+        self.next_within(Duration::from_millis(500)).await
+    }
+
+    /// The next message that is not a keep-alive, if one arrives within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        // The inner wait outlasts the outer one, so silence is `None`, not a panic.
+        let next = self.next_message(true, wait + Duration::from_secs(1));
+        tokio::time::timeout(wait, next).await.ok()?.ok()
     }
 }
 
