@@ -369,11 +369,18 @@ async fn a_websocket_subscriber_that_stops_reading_catches_up_from_the_log_witho
 
     // The client reads nothing while 20 KB events pile up, until the server's output for it
     // is past its limit and the subscription goes on alone.
+    // A subscriber whose group ended during the warm-up (its feed from the room lagged on a
+    // loaded machine) already goes on alone, with nothing left to fall behind from; the
+    // catch-up below must hold all the same.
     let behind = || app.state.metrics.subscribers_behind.get();
     let before = behind();
     let mut last = first;
-    while behind() == before {
-        assert!(last - first < 2_000, "the subscriber never fell behind");
+    while before == 0 && behind() == before {
+        assert!(
+            last - first < 2_000,
+            "the subscriber never fell behind ({} shared executions)",
+            app.state.metrics.shared_executions.get()
+        );
         last += 1;
         describe(&app, &alice, &task, &format!("{last:>20000}")).await;
     }
