@@ -454,7 +454,7 @@ async fn a_room_of_five_hundred_present_users_stays_correct() {
     // The joins are processed as the server gets to them; with other tests running at the
     // same time on two cores that can take a while after the last socket connected.
     let mut listed = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while std::time::Instant::now() < deadline {
         listed = present(&app, &alice, &project).await;
         if listed.len() == 500 {
