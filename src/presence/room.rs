@@ -2,7 +2,7 @@
 //! the roster of who they have been told is present, so that what they missed while this
 //! instance could not hear the others can be made up by a diff against the registry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -21,6 +21,13 @@ const CAPACITY: usize = 256;
 /// by each instance at its next tick, not at once).
 pub(super) const REPAIR_DELAY_TICKS: u8 = 2;
 
+/// Ticks between a repair that finds someone missing from the registry and the read that
+/// confirms it: one presence timeout (three ticks) and one more. An instance slow to write
+/// back after Redis restarted empty (its link still reconnecting) is absent for a while
+/// without being gone; by then it has written back, or its users have no lease and a sweep
+/// could not keep them either.
+pub(super) const CONFIRM_LEFT_TICKS: u8 = 4;
+
 /// User id → the user and the task they focus, as this room's subscribers were told.
 type Roster = HashMap<String, (UserSnapshot, Option<Uuid>)>;
 
@@ -37,6 +44,9 @@ pub(super) struct Room {
     replay: Option<Vec<Arc<PresenceEvent>>>,
     /// Ticks until this room is diffed against the registry (0: no repair due).
     pub(super) repair_in: u8,
+    /// Users the last repair found missing from the registry and kept in the roster until
+    /// the next one confirms they are gone.
+    missing: HashSet<String>,
 }
 
 impl Room {
@@ -47,6 +57,7 @@ impl Room {
             roster: Roster::new(),
             replay: None,
             repair_in: 0,
+            missing: HashSet::new(),
         }
     }
 
@@ -66,15 +77,19 @@ impl Room {
 
     /// Ends a read begun with [`begin_read`](Self::begin_read): `listed` (with the events
     /// delivered during the read replayed over it) becomes the roster. With `announce`, the
-    /// subscribers first get the events that take them from the old roster to it.
+    /// subscribers first get the events that take them from the old roster to it, except
+    /// that someone missing is announced LEFT only when the previous repair found them
+    /// missing too; returns whether someone awaits that confirmation.
     pub(super) fn end_read(
         &mut self,
         project: Uuid,
         listed: Option<Vec<PresenceEntry>>,
         announce: bool,
-    ) {
+    ) -> bool {
         let replay = self.replay.take().unwrap_or_default();
-        let Some(listed) = listed else { return };
+        let Some(listed) = listed else {
+            return !self.missing.is_empty();
+        };
         let mut target: Roster = listed
             .into_iter()
             .map(|entry| (entry.user.id.clone(), (entry.user, entry.focus_task_id)))
@@ -82,12 +97,21 @@ impl Room {
         for event in &replay {
             apply(&mut target, event);
         }
+        let mut missing = HashSet::new();
         if announce {
+            for (id, told) in &self.roster {
+                if !target.contains_key(id) && !self.missing.contains(id) {
+                    target.insert(id.clone(), told.clone());
+                    missing.insert(id.clone());
+                }
+            }
             for event in diff(project, &self.roster, &target) {
                 let _ = self.events.send(Arc::new(event));
             }
         }
         self.roster = target;
+        self.missing = missing;
+        !self.missing.is_empty()
     }
 }
 
@@ -165,14 +189,21 @@ mod tests {
         })
     }
 
-    fn told(room: &mut Room) -> Vec<(String, PresenceEventKind)> {
+    /// What the subscribers hear from a repair that reads `listed`, sorted by user.
+    fn repair(
+        room: &mut Room,
+        project: Uuid,
+        listed: Option<Vec<PresenceEntry>>,
+    ) -> Vec<(String, PresenceEventKind, Option<Uuid>)> {
         let mut receiver = room.events.subscribe();
-        room.end_read(Uuid::nil(), None, true);
-        let mut seen = Vec::new();
+        room.begin_read();
+        room.end_read(project, listed, true);
+        let mut heard = Vec::new();
         while let Ok(event) = receiver.try_recv() {
-            seen.push((event.user.id.clone(), event.kind));
+            heard.push((event.user.id.clone(), event.kind, event.focus_task_id));
         }
-        seen
+        heard.sort_by(|a, b| a.0.cmp(&b.0));
+        heard
     }
 
     #[test]
@@ -190,31 +221,38 @@ mod tests {
             ]),
             false,
         );
-        let mut receiver = room.events.subscribe();
-        room.begin_read();
-        room.end_read(
-            project,
-            Some(vec![
-                entry("ann", None),
-                entry("cy", task),
-                entry("dee", None),
-            ]),
-            true,
-        );
-        let mut heard: Vec<(String, PresenceEventKind, Option<Uuid>)> = Vec::new();
-        while let Ok(event) = receiver.try_recv() {
-            heard.push((event.user.id.clone(), event.kind, event.focus_task_id));
-        }
-        heard.sort_by(|a, b| a.0.cmp(&b.0));
+        let now = vec![entry("ann", None), entry("cy", task), entry("dee", None)];
         assert_eq!(
-            heard,
+            repair(&mut room, project, Some(now.clone())),
             vec![
-                ("ben".into(), PresenceEventKind::Left, None),
                 ("cy".into(), PresenceEventKind::FocusChanged, task),
                 ("dee".into(), PresenceEventKind::Joined, None),
-            ]
+            ],
+            "ben's instance may only be late to write back"
         );
-        assert!(told(&mut room).is_empty(), "a failed read changes nothing");
+        assert!(
+            repair(&mut room, project, None).is_empty(),
+            "a failed read changes nothing"
+        );
+        assert_eq!(
+            repair(&mut room, project, Some(now.clone())),
+            vec![("ben".into(), PresenceEventKind::Left, None)],
+            "still missing at the next read: gone"
+        );
+        assert!(repair(&mut room, project, Some(now)).is_empty());
+    }
+
+    #[test]
+    fn someone_missing_once_and_back_at_the_next_read_is_not_announced() {
+        let project = Uuid::new_v4();
+        let mut room = Room::new();
+        room.begin_read();
+        let both = vec![entry("ann", None), entry("ben", None)];
+        room.end_read(project, Some(both.clone()), false);
+        assert!(repair(&mut room, project, Some(vec![entry("ann", None)])).is_empty());
+        assert!(repair(&mut room, project, Some(both)).is_empty());
+        // Missing again later is a new suspicion, not a confirmation.
+        assert!(repair(&mut room, project, Some(vec![entry("ann", None)])).is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::room::{REPAIR_DELAY_TICKS, Room};
+use super::room::{CONFIRM_LEFT_TICKS, REPAIR_DELAY_TICKS, Room};
 use super::{Presence, PresenceEvent, channel};
 use crate::realtime::{BusStatus, ChannelHandler};
 
@@ -66,7 +66,8 @@ impl Presence {
     }
 
     /// Reads `project`'s presence from the registry into its room's roster; with
-    /// `announce`, tells the subscribers what they missed.
+    /// `announce`, tells the subscribers what they missed, and tries again later if the
+    /// read failed or someone missing awaits confirmation.
     async fn read_roster(&self, project: Uuid, announce: bool) {
         match self.rooms().get_mut(&project) {
             Some(room) => room.begin_read(),
@@ -77,7 +78,13 @@ impl Presence {
             tracing::warn!(error = ?err, "presence: cannot read the registry for a room");
         }
         if let Some(room) = self.rooms().get_mut(&project) {
-            room.end_read(project, listed.ok(), announce);
+            let failed = listed.is_err();
+            let unconfirmed = room.end_read(project, listed.ok(), announce);
+            if announce && failed {
+                room.repair_in = REPAIR_DELAY_TICKS;
+            } else if unconfirmed {
+                room.repair_in = CONFIRM_LEFT_TICKS;
+            }
         }
     }
 

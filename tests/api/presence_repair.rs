@@ -125,3 +125,40 @@ async fn subscribers_of_an_instance_cut_from_redis_hear_what_they_missed_once_it
     until_present(&b, &dave, &project, &["alice", "bob", "dave"]).await;
     drop(bob_tab);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_restarts_empty_makes_nobody_leave_or_join_again() {
+    const NAME: &str = "a_redis_that_restarts_empty_makes_nobody_leave_or_join_again";
+    if require_redis(NAME).is_none() {
+        return;
+    }
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let configure = |c: &mut tasknest::Config| {
+        c.redis_url = Some(url.clone());
+        c.presence_timeout = Duration::from_millis(1500);
+    };
+    let a = spawn_app_with(configure).await;
+    let b = spawn_app_sharing(&a, configure).await;
+    let alice = a.token("alice");
+    let project = a.create_project(&alice, "P").await;
+    a.add_member(&alice, &project, "bob", "EDITOR").await;
+    let mut on_a = a.ws(&alice).await;
+    on_a.subscribe("p", EVENTS, json!({ "p": project })).await;
+    until_present(&a, &alice, &project, &["alice"]).await;
+    let mut on_b = b.ws(&b.token("bob")).await;
+    on_b.subscribe("p", EVENTS, json!({ "p": project })).await;
+    until_present(&a, &alice, &project, &["alice", "bob"]).await;
+    heard_until_quiet(&a, &mut on_a).await;
+    heard_until_quiet(&b, &mut on_b).await;
+
+    // Both buses reconnect and both rooms are diffed, but only once every instance has
+    // written its users back: nobody was gone, so nobody is announced.
+    redis.restart().await;
+    until_present(&a, &alice, &project, &["alice", "bob"]).await;
+    until_present(&b, &alice, &project, &["alice", "bob"]).await;
+    // Past the repair's two ticks (0.5 s each) with room to spare.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(heard_until_quiet(&a, &mut on_a).await, vec![]);
+    assert_eq!(heard_until_quiet(&b, &mut on_b).await, vec![]);
+}
