@@ -20,6 +20,7 @@ pub(super) struct RepairHint {
 }
 
 impl Presence {
+    /// The rooms, even if a thread panicked holding them (each change leaves them whole).
     pub(super) fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Room>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -95,7 +96,9 @@ impl Presence {
             .iter_mut()
             .filter(|(id, _)| project.is_none_or(|p| p == **id));
         for (_, room) in due {
-            room.repair_in = REPAIR_DELAY_TICKS;
+            // Never sooner than one already due later: that may be the read confirming who
+            // left, which must wait its full time.
+            room.repair_in = room.repair_in.max(REPAIR_DELAY_TICKS);
         }
     }
 
