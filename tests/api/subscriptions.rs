@@ -368,10 +368,9 @@ async fn a_websocket_subscriber_that_stops_reading_catches_up_from_the_log_witho
     }
 
     // The client reads nothing while 20 KB events pile up, until the server's output for it
-    // is past its limit and the subscription goes on alone.
-    // A subscriber whose group ended during the warm-up (its feed from the room lagged on a
-    // loaded machine) already goes on alone, with nothing left to fall behind from; the
-    // catch-up below must hold all the same.
+    // is past its limit and the subscription goes on alone. One whose group ended during the
+    // warm-up (its feed from the room lagged on a loaded machine) goes on alone already, with
+    // nothing left to fall behind from; the catch-up below must hold all the same.
     let behind = || app.state.metrics.subscribers_behind.get();
     let before = behind();
     let mut last = first;

@@ -73,16 +73,11 @@ const SCRIPT: &str = r"
 local suffix = ARGV[1]
 local mine = cjson.decode(ARGV[2])
 local focus = cjson.decode(ARGV[3])
-local before = {}
-local counted = false
-local old = redis.call('HGETALL', KEYS[2])
-for i = 1, #old, 2 do
-  before[old[i]] = true
-  counted = true
-end
 local swept = 0
-for user, _ in pairs(focus) do
-  if counted and not before[user] then swept = 1 end
+if redis.call('HLEN', KEYS[2]) > 0 then
+  for user, _ in pairs(focus) do
+    if redis.call('HEXISTS', KEYS[2], user) == 0 then swept = 1 end
+  end
 end
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(field, -#suffix) == suffix and mine[field] == nil then

@@ -176,13 +176,9 @@ impl WsClient {
 impl WsClient {
     /// The next event of `id` if one comes within `millis`.
     pub async fn next_event_within(&mut self, id: &str, millis: u64) -> Option<Value> {
-        match tokio::time::timeout(Duration::from_millis(millis), self.next()).await {
-            Ok(Some(message)) => {
-                assert_eq!(message["id"], id, "{message}");
-                Some(message["payload"]["data"]["projectEvents"].clone())
-            }
-            _ => None,
-        }
+        let message = self.next_within(Duration::from_millis(millis)).await?;
+        assert_eq!(message["id"], id, "{message}");
+        Some(message["payload"]["data"]["projectEvents"].clone())
     }
 
     /// Any message arriving within half a second (expected: none).
